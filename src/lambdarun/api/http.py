@@ -1,0 +1,282 @@
+"""The HTTP/1.1 server under the in-sandbox APIs: an asyncio.Protocol on httptools (llhttp).
+
+Handlers above this module see whole `Request` objects and return `Response` objects; they never see bytes.
+What real runtime clients and extensions need from it (SPEC 10.3): keep-alive, pipelined requests answered in
+order, chunked bodies with trailers, `Expect: 100-continue`, `Upgrade: h2c` ignored (Java's HttpClient sends it on
+plain HTTP/1.1), and long-polls whose client has gone are cancelled so no event is handed to a dead socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+Headers = dict[str, str]  # lower-case names; a repeated header's values are joined with ", " as RFC 9110 allows
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: Headers
+    body: bytes
+    trailers: Headers
+    body_size: int  # bytes received, even when the body was over the limit and not kept
+    oversized: bool  # the body exceeded the server's limit; `body` is then empty
+    started: float  # epoch seconds when the request's first byte arrived
+    connection: Connection
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        """The body parsed as JSON whatever the Content-Type (curl sends form-urlencoded JSON)."""
+        return json.loads(self.body)
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    # Called instead of delivering when the connection is already gone at write time, so that an event
+    # taken from a queue for this response can be put back.
+    undelivered: Callable[[], None] | None = None
+
+    @classmethod
+    def json(cls, status: int, value: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
+        body = json.dumps(value, separators=(",", ":")).encode() + b"\n"
+        return cls(status, body, [("Content-Type", "application/json"), *headers])
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parses requests and runs the handler for each, strictly in order."""
+
+    def __init__(self, handler: Handler, max_body: int, on_lost: Callable[[Connection], None]) -> None:
+        self._handler = handler
+        self._max_body = max_body
+        self._on_lost = on_lost
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: deque[Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._disconnect_callbacks: list[Callable[[], None]] = []
+        self._reset_message()
+
+    # -- state of the message being parsed
+    def _reset_message(self) -> None:
+        self._url = b""
+        self._headers: Headers = {}
+        self._trailers: Headers = {}
+        self._in_trailers = False
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._oversized = False
+        self._close_after = False
+        self._started = time.time()
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and self._transport is not None and not self._transport.is_closing()
+
+    def on_disconnect(self, callback: Callable[[], None]) -> None:
+        self._disconnect_callbacks.append(callback)
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # The request asked to switch protocols (h2c). We stay on HTTP/1.1: the request itself was
+            # complete, anything after it is the next request for a fresh parser.
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            self._parser = httptools.HttpRequestParser(self)
+            if offset < len(data):
+                self.data_received(data[offset:])
+        except httptools.HttpParserError as exc:
+            self._write_raw(400, json.dumps({"errorType": "BadRequest", "errorMessage": str(exc)}).encode())
+            self._close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; a parked long-poll is then cancelled by connection_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        self._queue.clear()
+        callbacks, self._disconnect_callbacks = self._disconnect_callbacks, []
+        for callback in callbacks:
+            callback()
+        self._on_lost(self)
+
+    # -- httptools callbacks
+    def on_message_begin(self) -> None:
+        self._reset_message()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        target = self._trailers if self._in_trailers else self._headers
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        target[key] = f"{target[key]}, {text}" if key in target else text
+
+    def on_headers_complete(self) -> None:
+        self._in_trailers = True
+        length = self._headers.get("content-length")
+        declared = int(length) if length and length.isdigit() else 0
+        if self._headers.get("expect", "").lower() == "100-continue":
+            if declared > self._max_body:
+                # Refuse before the body is sent; the client may send it anyway, so the connection closes.
+                self._oversized, self._body_size, self._close_after = True, declared, True
+                self._dispatch()
+                return
+            self._write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        if self._close_after:
+            return
+        self._body_size += len(body)
+        if self._body_size > self._max_body:
+            if not self._oversized:
+                self._oversized = True
+                self._body.clear()  # drop what was kept; count the rest without keeping it
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._close_after:
+            return  # already dispatched at headers
+        if not self._parser.should_keep_alive():
+            self._close_after = True
+        self._dispatch()
+
+    # -- request execution
+    def _dispatch(self) -> None:
+        url = httptools.parse_url(self._url)
+        request = Request(
+            method=self._parser.get_method().decode(),
+            path=url.path.decode("latin-1") if url.path else "/",
+            query=url.query.decode("latin-1") if url.query else "",
+            headers=self._headers,
+            body=b"".join(self._body),
+            trailers=self._trailers if self._in_trailers else {},
+            body_size=self._body_size,
+            oversized=self._oversized,
+            started=self._started,
+            connection=self,
+        )
+        close_after = self._close_after
+        self._body = []
+        self._queue.append(request)
+        if close_after:
+            self._queue.append(_CLOSE)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run_queue())
+
+    async def _run_queue(self) -> None:
+        try:
+            while self._queue and not self._closed:
+                request = self._queue.popleft()
+                if request is _CLOSE:
+                    self._close()
+                    return
+                try:
+                    response = await self._handler(request)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a handler bug must not kill the connection silently
+                    response = Response.json(
+                        500, {"errorMessage": f"Internal Server Error: {exc!r}", "errorType": "InternalServerError"}
+                    )
+                self._send(response)
+        finally:
+            self._task = None
+
+    def _send(self, response: Response) -> None:
+        if not self.alive:
+            if response.undelivered is not None:
+                response.undelivered()
+            return
+        self._write_raw(response.status, response.body, response.headers)
+
+    def _write_raw(self, status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> None:
+        head = [f"HTTP/1.1 {status} {_reason(status)}"]
+        head.extend(f"{name}: {value}" for name, value in headers)
+        head.append(f"Content-Length: {len(body)}")
+        self._write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+_CLOSE: Any = object()  # queue marker: close the connection once the responses before it are written
+
+
+class Server:
+    """An HTTP server on a loopback port; `close()` drops every connection and cancels every handler."""
+
+    def __init__(self, handler: Handler, max_body: int) -> None:
+        self._handler = handler
+        self._max_body = max_body
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[Connection] = set()
+        self.host = "127.0.0.1"
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_connection, host, port, reuse_address=True)
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+
+    def _new_connection(self) -> Connection:
+        connection = Connection(self._handler, self._max_body, self._connections.discard)
+        self._connections.add(connection)
+        return connection
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for connection in list(self._connections):
+            connection._close()
+        await self._server.wait_closed()
+        self._server = None

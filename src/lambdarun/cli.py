@@ -1,0 +1,119 @@
+"""The `lambdarun` command. Thin: parses, calls the Python API, prints.
+
+Exit status: 0 when every invoke succeeded, 1 when any returned a function error (its payload is still
+printed), 2 for bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import ConfigError
+from .function import Function
+from .runtimes.registry import RuntimeUnavailable
+from .telemetry.records import Event
+from .telemetry.text import text_line
+
+
+@click.group()
+@click.version_option(package_name="lambdarun")
+def main() -> None:
+    """The AWS Lambda execution environment, locally: runtimes, extensions, telemetry. No Docker."""
+
+
+def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--env takes KEY=VALUE, got {item!r}")
+        env[key] = value
+    return env
+
+
+def _events(event: str | None, event_file: Path | None) -> list[bytes]:
+    if event is not None and event_file is not None:
+        raise click.UsageError("give --event or --event-file, not both")
+    if event_file is not None:
+        lines = [(n, line) for n, line in enumerate(event_file.read_text().splitlines(), 1) if line.strip()]
+        return [_checked_json(line, f"{event_file}:{n}") for n, line in lines]
+    return [_checked_json(event if event is not None else "{}", "--event")]
+
+
+def _checked_json(text: str, where: str) -> bytes:
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise click.UsageError(f"{where} is not valid JSON: {exc}") from None
+    return text.encode()
+
+
+def _one_line(payload: bytes) -> str:
+    text = payload.decode("utf-8", "replace")
+    if "\n" not in text:
+        return text
+    try:
+        return json.dumps(json.loads(text), separators=(",", ":"))
+    except ValueError:
+        return text.replace("\n", "\\n")
+
+
+def _print_log(event: Event) -> None:
+    line = text_line(event)
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
+
+
+@main.command()
+@click.argument("code", type=click.Path(exists=True, path_type=Path))
+@click.option("--runtime", required=True, help="python3.11-3.13, provided.al2023, provided.al2")
+@click.option("--handler", help="e.g. app.handler (module.function)")
+@click.option("--layer", "layers", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="a layer directory or zip; repeat for several, later wins")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="an environment variable; repeatable")
+@click.option("--memory", default=128, show_default=True, type=int, help="memory size in MB")
+@click.option("--timeout", default=3.0, show_default=True, type=float, help="function timeout in seconds")
+@click.option("--event", help="the event as JSON (default {})")
+@click.option("--event-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="one JSON event per line; one invoke per line")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
+              help="invoke N times in one warm environment")
+@click.option("--name", default="function", show_default=True, help="the function's name")
+def invoke(code: Path, runtime: str, handler: str | None, layers: tuple[Path, ...], env: tuple[str, ...],
+           memory: int, timeout: float, event: str | None, event_file: Path | None, repeat: int,
+           name: str) -> None:
+    """Invoke the function in CODE (a directory or zip) and print each response on one line."""
+    payloads = _events(event, event_file)
+    try:
+        function = Function(code, runtime, handler, layers=layers, env=_parse_env(env), memory=memory,
+                            timeout=timeout, name=name)
+        function.start()
+    except (ConfigError, RuntimeUnavailable, OSError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    failed = False
+    try:
+        function.subscribe(_print_log)
+        for _ in range(repeat):
+            for payload in payloads:
+                pending = function.start_invoke(payload=payload)
+                response = pending.response()
+                print(_one_line(response.payload), flush=True)
+                failed |= response.function_error is not None
+                pending.result()
+    except KeyboardInterrupt:
+        print("lambdarun: interrupted, shutting the environment down", file=sys.stderr)
+        function.close()
+        sys.exit(130)
+    finally:
+        function.close()
+    sys.exit(1 if failed else 0)
+
+
+def run() -> Any:  # pragma: no cover - console entry for `python -m lambdarun`
+    return main()

@@ -1,0 +1,159 @@
+"""The Python API: `with lambdarun.Function(code=..., runtime=..., handler=...) as fn: fn.invoke({...})`."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import FunctionConfig
+from .environment.lifecycle import Environment, InvokeOutcome, InvokeRequest, InvokeResponse
+from .loop import LoopThread
+from .telemetry import records as r
+from .telemetry.records import Event
+from .telemetry.text import text_line
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """One finished invoke as its invoker and its logs saw it."""
+
+    request_id: str
+    payload: bytes
+    content_type: str
+    function_error: str | None  # "Unhandled" when the function or the platform failed (X-Amz-Function-Error)
+    error_type: str | None  # errorType of the error payload, or the platform's error type
+    status: str  # success | error | timeout | failure, as the REPORT says
+    report: dict[str, Any]  # the platform.report record: metrics and status
+    events: list[Event]  # the event stream from the invoke's arrival to its REPORT
+
+    @classmethod
+    def of(cls, outcome: InvokeOutcome) -> InvokeResult:
+        response = outcome.response
+        error_type = response.error_type
+        if response.function_error and response.content_type.startswith("application/json"):
+            try:
+                body = json.loads(response.payload)
+                if isinstance(body, dict) and isinstance(body.get("errorType"), str):
+                    error_type = body["errorType"]
+            except ValueError:
+                pass
+        return cls(response.request_id, response.payload, response.content_type, response.function_error,
+                   error_type, outcome.status, outcome.report, outcome.events)
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+    @property
+    def logs(self) -> list[str]:
+        """The text log lines of this invoke (INIT lines on a cold start, START … REPORT)."""
+        return [line for event in self.events if (line := text_line(event)) is not None]
+
+    @property
+    def function_logs(self) -> list[str]:
+        return [str(event.record) for event in self.events if event.type == r.FUNCTION]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = self.report["metrics"]
+        return metrics
+
+    @property
+    def duration_ms(self) -> float:
+        return float(self.metrics["durationMs"])
+
+    @property
+    def init_duration_ms(self) -> float | None:
+        value = self.metrics.get("initDurationMs")
+        return None if value is None else float(value)
+
+
+class PendingInvoke:
+    """An invoke under way: its response arrives before the invoke ends (extensions may still run)."""
+
+    def __init__(self, response: concurrent.futures.Future[InvokeResponse],
+                 outcome: concurrent.futures.Future[InvokeOutcome]) -> None:
+        self._response = response
+        self._outcome = outcome
+
+    def response(self, timeout: float | None = None) -> InvokeResponse:
+        return self._response.result(timeout)
+
+    def result(self, timeout: float | None = None) -> InvokeResult:
+        return InvokeResult.of(self._outcome.result(timeout))
+
+    def cancel(self) -> None:
+        self._outcome.cancel()
+
+
+class Function:
+    """A function with one warm execution environment, started on the first invoke and reused after."""
+
+    def __init__(self, code: str | Path, runtime: str, handler: str | None = None,
+                 layers: Sequence[str | Path] = (), env: Mapping[str, str] | None = None, memory: int = 128,
+                 timeout: float = 3.0, name: str = "function") -> None:
+        self.config = FunctionConfig(code=Path(code), runtime=runtime, handler=handler,
+                                     layers=[Path(p) for p in layers], env=dict(env or {}), memory_mb=memory,
+                                     timeout_s=timeout, name=name)
+        self._loop: LoopThread | None = None
+        self._env: Environment | None = None
+        self._pending: list[concurrent.futures.Future[Any]] = []
+
+    def __enter__(self) -> Function:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self._env is not None:
+            return
+        self._loop = LoopThread()
+        self._env = Environment(self.config)
+        try:
+            self._loop.run(self._env.start())
+        except BaseException:
+            self._loop.stop()
+            self._loop = self._env = None
+            raise
+
+    def subscribe(self, reader: Callable[[Event], None]) -> Callable[[], None]:
+        """Read every event of the environment's stream as it is emitted (called on the loop's thread)."""
+        self.start()
+        assert self._env is not None
+        return self._env.stream.subscribe(reader)
+
+    def start_invoke(self, event: Any = None, *, payload: bytes | None = None, **options: Any) -> PendingInvoke:
+        """Begin an invoke; `event` is JSON-encoded unless raw `payload` bytes are given."""
+        self.start()
+        assert self._env is not None and self._loop is not None
+        body = payload if payload is not None else json.dumps({} if event is None else event).encode()
+        request = InvokeRequest(body, **options)
+        response: concurrent.futures.Future[InvokeResponse] = concurrent.futures.Future()
+
+        def on_response(answer: InvokeResponse) -> None:
+            if not response.done():
+                response.set_result(answer)
+
+        outcome = self._loop.submit(self._env.invoke(request, on_response))
+        self._pending = [f for f in self._pending if not f.done()] + [outcome]  # type: ignore[list-item]
+        return PendingInvoke(response, outcome)  # type: ignore[arg-type]
+
+    def invoke(self, event: Any = None, *, payload: bytes | None = None, **options: Any) -> InvokeResult:
+        return self.start_invoke(event, payload=payload, **options).result()
+
+    def close(self) -> None:
+        """Shut the environment down (the shutdown sequence), kill what is left and remove its files."""
+        if self._env is None or self._loop is None:
+            return
+        for future in self._pending:
+            future.cancel()
+        try:
+            self._loop.run(self._env.shutdown("spindown"))
+        finally:
+            self._loop.stop()
+            self._loop = self._env = None

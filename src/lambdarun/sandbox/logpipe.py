@@ -1,0 +1,76 @@
+"""Capture a process's stdout and stderr through one pipe, split into timestamped lines.
+
+The pipe is ours (not asyncio's) so that `drain()` can read whatever the process already wrote at the moment the
+platform needs it: a line printed before the runtime posted its response is in the pipe when the response
+arrives, and must be logged before `END`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+
+MAX_LINE = 256 * 1024  # longer lines are split into records of this size, as CloudWatch does
+
+LineSink = Callable[[str, float], None]
+
+
+class LogPipe:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_line: LineSink) -> None:
+        self._loop = loop
+        self._on_line = on_line
+        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self.read_fd, False)
+        self._partial = b""
+        self._open = True
+        self.closed = loop.create_future()
+        loop.add_reader(self.read_fd, self.drain)
+
+    def release_write_end(self) -> None:
+        """Close our copy of the write end once the child holds it, so EOF means every writer is gone."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def drain(self) -> None:
+        while self._open:
+            try:
+                chunk = os.read(self.read_fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._finish()
+                return
+            self._split(self._partial + chunk)
+
+    def _split(self, data: bytes) -> None:
+        now = time.time()
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
+            self._emit(line, now)
+        while len(self._partial) > MAX_LINE:
+            self._emit(self._partial[:MAX_LINE], now)
+            self._partial = self._partial[MAX_LINE:]
+
+    def _emit(self, line: bytes, at: float) -> None:
+        self._on_line(line.decode("utf-8", "replace"), at)
+
+    def _finish(self) -> None:
+        if self._partial:
+            self._emit(self._partial, time.time())
+            self._partial = b""
+        self.close()
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        self._loop.remove_reader(self.read_fd)
+        os.close(self.read_fd)
+        self.release_write_end()
+        if not self.closed.done():
+            self.closed.set_result(None)

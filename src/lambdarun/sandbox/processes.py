@@ -1,0 +1,123 @@
+"""Start, watch, signal and reap the processes of one environment.
+
+Each process is started in a session (process group) of its own so that a signal reaches everything it forked
+(wrappers fork, bash bootstraps run curl). Its exit is watched through a pidfd, which works under any event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .logpipe import LineSink, LogPipe
+
+
+def describe_exit(returncode: int, sandboxed: bool) -> str:
+    """Go's wording of a process exit, as Lambda prints it: `exit status 1`, `signal: killed`."""
+    if returncode < 0:
+        signum = -returncode
+    elif sandboxed and returncode > 128:
+        # bwrap reports a child killed by a signal as 128+signum; a real exit status above 128 reads the same
+        # way, which is the price of the sandbox.
+        signum = returncode - 128
+    else:
+        return f"exit status {returncode}"
+    names = {signal.SIGKILL: "killed", signal.SIGTERM: "terminated", signal.SIGSEGV: "segmentation fault",
+             signal.SIGABRT: "aborted", signal.SIGINT: "interrupt"}
+    try:
+        return f"signal: {names.get(signal.Signals(signum), signal.Signals(signum).name)}"
+    except ValueError:
+        return f"signal: {signum}"
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    logs: LogPipe
+    sandboxed: bool
+    exited: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def running(self) -> bool:
+        return not self.exited.done()
+
+    def exit_description(self) -> str:
+        return describe_exit(self.exited.result(), self.sandboxed)
+
+    def signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signum)
+
+
+async def spawn(
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    on_line: LineSink,
+    sandboxed: bool,
+    pass_fds: Sequence[int] = (),
+) -> Process:
+    """Start a process; raises OSError when it cannot be executed."""
+    loop = asyncio.get_running_loop()
+    logs = LogPipe(loop, on_line)
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=logs.write_fd,
+            stderr=logs.write_fd,
+            start_new_session=True,
+            pass_fds=tuple(pass_fds),
+        )
+    except OSError:
+        logs.close()
+        raise
+    logs.release_write_end()
+    process = Process(name, popen, logs, sandboxed)
+    _watch_exit(loop, process)
+    return process
+
+
+def _watch_exit(loop: asyncio.AbstractEventLoop, process: Process) -> None:
+    pidfd = os.pidfd_open(process.pid)
+
+    def on_exit() -> None:
+        returncode = process.popen.poll()
+        if returncode is None:
+            return
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        if not process.exited.done():
+            process.exited.set_result(returncode)
+
+    loop.add_reader(pidfd, on_exit)
+
+
+async def kill_all(processes: Sequence[Process], wait: float = 2.0) -> None:
+    """SIGKILL every process group (thawing first, so a stopped group can die) and reap them."""
+    for process in processes:
+        process.signal_group(signal.SIGKILL)
+        process.signal_group(signal.SIGCONT)
+    pending = [p.exited for p in processes if p.running]
+    if pending:
+        await asyncio.wait(pending, timeout=wait)
+    for process in processes:
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(process.logs.closed), 0.5)
+        process.logs.close()
+
+
+OnExit = Callable[[Process], None]
