@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import time
 from collections import deque
@@ -85,6 +86,7 @@ class Connection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._disconnect_callbacks: list[Callable[[], None]] = []
+        self._peek: socket.socket | None = None
         self._reset_message()
 
     # -- state of the message being parsed
@@ -133,6 +135,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._peek is not None:
+            self._peek.close()
         if self._task is not None:
             self._task.cancel()
         self._queue.clear()
@@ -226,8 +230,23 @@ class Connection(asyncio.Protocol):
         finally:
             self._task = None
 
+    def _peer_closed(self) -> bool:
+        """Whether the client already closed its side (a FIN is waiting): checked before handing out an event,
+        so an event is not written to a long-poll its client has just abandoned."""
+        if self._transport is None:
+            return True
+        fd = self._transport.get_extra_info("socket").fileno()
+        if self._peek is None:
+            self._peek = socket.socket(fileno=os.dup(fd))
+        try:
+            return self._peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
     def _send(self, response: Response) -> None:
-        if not self.alive:
+        if not self.alive or (response.undelivered is not None and self._peer_closed()):
             if response.undelivered is not None:
                 response.undelivered()
             return

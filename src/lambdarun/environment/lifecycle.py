@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -21,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..api.extensions import ExtensionsAPI
 from ..api.http import Server
 from ..api.router import Router
 from ..api.runtime import RuntimeAPI
@@ -34,6 +37,7 @@ from ..telemetry.records import Event, iso_time, ms
 from ..telemetry.stream import EventStream
 from . import env_vars
 from . import errors as e
+from .extensions import INVOKE, MAX_EXTENSIONS, SHUTDOWN, Extension, ExtensionRegistry, ExtensionState
 from .layers import materialize_code, merge_layers
 from .runtime import InitErrorReport, Invocation, RuntimeChannel, RuntimeReply
 
@@ -83,18 +87,42 @@ class InitResult:
 class Generation:
     """The processes and API state of one Init, until the next reset."""
 
-    def __init__(self) -> None:
+    def __init__(self, extensions: ExtensionRegistry) -> None:
         self.channel = RuntimeChannel()
+        self.extensions = extensions
         self.runtime: Process | None = None
-        self.frozen = False
+        # Registration closes when the runtime first asks for an invoke (SPEC 2.4).
+        self.channel.ready.add_done_callback(lambda _: extensions.close_registration())
+
+    @property
+    def extension_processes(self) -> list[Process]:
+        return [x.process for x in self.extensions.all if x.process is not None]
 
     @property
     def processes(self) -> list[Process]:
-        return [p for p in (self.runtime,) if p is not None]
+        runtime = [self.runtime] if self.runtime is not None else []
+        return runtime + self.extension_processes
 
     def drain_logs(self) -> None:
         for process in self.processes:
             process.logs.drain()
+
+    def failure_watch(self) -> list[asyncio.Future[Any]]:
+        """Futures that end an init or invoke early: a process exiting, an extension's fatal error."""
+        watch: list[asyncio.Future[Any]] = [self.extensions.fatal]
+        watch += [p.exited for p in self.processes]
+        return watch
+
+    def failure(self) -> tuple[str, str] | None:
+        """The fatal error that happened, if any: (error type, text for the default error JSON)."""
+        if self.runtime is not None and self.runtime.exited.done():
+            return e.RUNTIME_EXIT, e.runtime_exit_text(self.runtime.exit_description())
+        if self.extensions.fatal.done():
+            return self.extensions.fatal.result()
+        for ext in self.extensions.all:
+            if ext.process is not None and ext.process.exited.done():
+                return e.EXTENSION_CRASH, f"Extension {ext.name} exited: {ext.process.exit_description()}"
+        return None
 
 
 class Environment:
@@ -109,6 +137,7 @@ class Environment:
         self._view: View | None = None
         self._prepared: Prepared | None = None
         self._env: dict[str, str] = {}
+        self._extension_env: dict[str, str] = {}
         self._closed = False
 
     # -- set-up and tear-down of the environment itself
@@ -144,6 +173,7 @@ class Environment:
                                       f"{view.paths.lang}/bin", dirs.task, dirs.opt, view.paths.task, view.paths.opt)
         router = Router(e.MAX_PAYLOAD)
         router.mount(RuntimeAPI.PREFIX, RuntimeAPI(lambda: self._gen.channel if self._gen else None).handle)
+        router.mount(ExtensionsAPI.PREFIX, ExtensionsAPI(lambda: self._gen.extensions if self._gen else None).handle)
         self._server = Server(router, e.MAX_PAYLOAD)
         await self._server.start()
         platform = env_vars.Platform(
@@ -155,6 +185,7 @@ class Environment:
         self._env = env_vars.runtime_env(platform, self.config.env)
         if not view.sandboxed:
             self._env["LAMBDARUN_OPT_DIR"] = view.paths.opt  # bootstrap.py's layer paths without /opt
+        self._extension_env = env_vars.extension_env(self._env)
 
     @property
     def runtime_api(self) -> str:
@@ -189,47 +220,122 @@ class Environment:
             "functionName": self.config.name, "functionVersion": self.config.version,
             "instanceId": self.instance_id, "instanceMaxMemory": self.config.memory_mb,
         })  # fmt: skip
-        gen = self._gen = Generation()
-        result = await self._run_init(gen, budget_s, started)
+        gen = self._gen = Generation(ExtensionRegistry(self.config.name, self.config.version, self.config.handler,
+                                                       self.config.account_id))
+        result = await self._run_init(gen, started + budget_s, started)
         gen.drain_logs()
         record: dict[str, Any] = {"initializationType": "on-demand", "phase": phase, "status": result.status}
         if result.error_type:
             record["errorType"] = result.error_type
         self.stream.emit(r.INIT_RUNTIME_DONE, dict(record))
+        for ext in gen.extensions.all:
+            self.stream.emit(r.EXTENSION, _extension_record(ext))
         self.stream.emit(r.INIT_REPORT, {**record, "metrics": {"durationMs": result.duration_ms}})
         return result
 
-    async def _run_init(self, gen: Generation, budget_s: float, started: float) -> InitResult:
-        assert self._view is not None and self._prepared is not None
+    async def _run_init(self, gen: Generation, deadline: float, started: float) -> InitResult:
+        """Extension init, runtime init, function init (SPEC 4.1): done when the runtime and every extension
+        have called `next`."""
+        def failed(error_type: str | None, text: str | None = None, status: str = "error") -> InitResult:
+            return InitResult(False, status, ms(time.time() - started), error_type, exit_text=text)
+
+        launch_error = await self._launch_extensions(gen)
+        if launch_error is not None:
+            return failed(e.EXTENSION_LAUNCH, launch_error)
+        externals = [x.registered for x in gen.extensions.all]
+        if not await self._wait_for(gen, externals, deadline):
+            return self._init_failure(gen, started) or failed(None, status="timeout")
+        spawn_error = await self._spawn_runtime(gen)
+        if spawn_error is not None:
+            return failed(e.INVALID_ENTRYPOINT, spawn_error)
+        channel = gen.channel
+        while True:
+            waiting = [channel.ready] + [x.ready for x in gen.extensions.registered]
+            if all(f.done() for f in waiting):
+                return InitResult(True, "success", ms(time.time() - started))
+            if not await self._wait_for(gen, waiting, deadline, extra=[channel.init_error], any_of=True):
+                return self._init_failure(gen, started) or failed(None, status="timeout")
+
+    def _init_failure(self, gen: Generation, started: float) -> InitResult | None:
+        duration = ms(time.time() - started)
+        if gen.channel.init_error.done():
+            report = gen.channel.init_error.result()
+            return InitResult(False, "error", duration, e.sanitize_error_type(report.error_type), init_error=report)
+        failure = gen.failure()
+        if failure is not None:
+            error_type, text = failure
+            if error_type == e.EXTENSION_CRASH and self._launch_failed(gen):
+                error_type = e.EXTENSION_LAUNCH
+            return InitResult(False, "error", duration, error_type, exit_text=text)
+        return None
+
+    @staticmethod
+    def _launch_failed(gen: Generation) -> bool:
+        """An extension that died before registering because bwrap could not exec it never launched."""
+        return any(x.state is ExtensionState.LAUNCHED and x.process is not None and x.process.exited.done()
+                   for x in gen.extensions.all)
+
+    async def _wait_for(self, gen: Generation, futures: list[asyncio.Future[Any]], deadline: float,
+                        extra: list[asyncio.Future[Any]] = (), any_of: bool = False) -> bool:  # type: ignore[assignment]
+        """Wait for all `futures` (or any, with `any_of`) unless a failure or the deadline comes first.
+        True when what was awaited happened and nothing failed."""
+        pending = [f for f in futures if not f.done()]
+        watch = gen.failure_watch() + list(extra)
+        while pending:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return False
+            done, _ = await asyncio.wait(pending + watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                return False
+            if any(f.done() for f in watch):
+                return False
+            if any_of:
+                return True
+            pending = [f for f in pending if not f.done()]
+        return not any(f.done() for f in watch)
+
+    async def _launch_extensions(self, gen: Generation) -> str | None:
+        """Start every executable regular file in /opt/extensions, in name order (SPEC 2.5)."""
+        assert self._view is not None
         view = self._view
-        argv = self._prepared.argv
-        entrypoint = Path(argv[0].replace(view.paths.task, str(view.dirs.task), 1).replace(
-            view.paths.opt, str(view.dirs.opt), 1))
-        if self.config.runtime.startswith("provided") and not entrypoint.is_file():
-            return InitResult(False, "error", ms(time.time() - started), e.INVALID_ENTRYPOINT,
-                              exit_text="Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]")
+        directory = view.dirs.opt / "extensions"
+        if not directory.is_dir():
+            return None
+        names = sorted(p.name for p in directory.iterdir() if p.is_file() and os.access(p, os.X_OK))
+        if len(names) > MAX_EXTENSIONS:
+            return f"TooManyExtensions: Extension limit ({MAX_EXTENSIONS}) reached, {len(names)} in /opt/extensions"
+        for name in names:
+            ext = gen.extensions.add_external(name)
+            command = view.command([f"{view.paths.opt}/extensions/{name}"])
+            try:
+                ext.process = await spawn(f"extension-{name}", command, self._extension_env, view.cwd,
+                                          self._extension_line, view.sandboxed)
+            except OSError as exc:
+                ext.state = ExtensionState.LAUNCH_ERROR
+                return f"{name}: {exc.strerror}"
+        return None
+
+    async def _spawn_runtime(self, gen: Generation) -> str | None:
+        assert self._view is not None and self._prepared is not None
+        view, argv = self._view, self._prepared.argv
+        if self.config.runtime.startswith("provided"):
+            host_path = Path(argv[0].replace(view.paths.task, str(view.dirs.task), 1).replace(
+                view.paths.opt, str(view.dirs.opt), 1))
+            if not host_path.is_file():
+                return "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
         try:
             gen.runtime = await spawn("runtime", view.command(argv), self._env, view.cwd, self._function_line,
                                       view.sandboxed)
         except OSError as exc:
-            return InitResult(False, "error", ms(time.time() - started), e.INVALID_ENTRYPOINT,
-                              exit_text=f"{argv[0]}: {exc.strerror}")
-        channel = gen.channel
-        waits: list[asyncio.Future[Any]] = [channel.ready, channel.init_error, gen.runtime.exited]
-        await asyncio.wait(waits, timeout=budget_s, return_when=asyncio.FIRST_COMPLETED)
-        duration = ms(time.time() - started)
-        if channel.ready.done():
-            return InitResult(True, "success", duration)
-        if channel.init_error.done():
-            report = channel.init_error.result()
-            return InitResult(False, "error", duration, e.sanitize_error_type(report.error_type), init_error=report)
-        if gen.runtime.exited.done():
-            return InitResult(False, "error", duration, e.RUNTIME_EXIT,
-                              exit_text=e.runtime_exit_text(gen.runtime.exit_description()))
-        return InitResult(False, "timeout", duration)
+            return f"{argv[0]}: {exc.strerror}"
+        return None
 
     def _function_line(self, line: str, at: float) -> None:
         self.stream.emit(r.FUNCTION, line, at)
+
+    def _extension_line(self, line: str, at: float) -> None:
+        self.stream.emit(r.EXTENSION_LOG, line, at)
 
     # -- Invoke
     async def invoke(
@@ -250,6 +356,10 @@ class Environment:
                       events: list[Event]) -> InvokeOutcome:
         init_ms: float | None = None
         suppressed = False
+        if self._gen is not None:
+            freeze.thaw(self._gen.processes)
+            if self._gen.failure() is not None:  # a process died while the environment was idle
+                await self._end_generation("failure")
         if self._gen is None:
             init = await self._init("init", self.config.init_timeout_s)
             if init.ok:
@@ -257,13 +367,12 @@ class Environment:
             else:
                 await self._end_generation("timeout" if init.status == "timeout" else "failure")
                 suppressed = True
-        else:
-            freeze.thaw(self._gen.processes)
         started = time.time()
         deadline = started + self.config.timeout_s
         self.stream.emit(r.START, {"requestId": request.request_id, "version": self.config.version})
         run = _Run(request, started, deadline, init_ms)
         if suppressed:
+            # The suppressed init: Init again, inside the invoke, bounded by the function timeout (SPEC 4.1).
             init = await self._init("invoke", max(0.0, deadline - time.time()))
             if not init.ok:
                 self._fail_init(run, init)
@@ -285,41 +394,56 @@ class Environment:
                      reset="failure")
 
     async def _run_invoke(self, run: _Run, on_response: Callable[[InvokeResponse], None]) -> None:
+        """Hand the invoke to the runtime and the INVOKE subscribers together; answer the invoker the moment
+        the runtime replies; end when the runtime and every subscriber are back in `next` (SPEC 4.2)."""
         gen = self._gen
-        assert gen is not None and gen.runtime is not None
-        channel, runtime = gen.channel, gen.runtime
+        assert gen is not None
+        channel = gen.channel
+        req = run.request
         invocation = Invocation(
-            request_id=run.request.request_id, payload=run.request.payload, deadline_ms=int(run.deadline * 1000),
-            function_arn=self.config.arn, content_type=run.request.content_type, trace_id=run.request.trace_id,
-            client_context=run.request.client_context, cognito_identity=run.request.cognito_identity,
-            tenant_id=run.request.tenant_id,
+            request_id=req.request_id, payload=req.payload, deadline_ms=int(run.deadline * 1000),
+            function_arn=self.config.arn, content_type=req.content_type, trace_id=req.trace_id,
+            client_context=req.client_context, cognito_identity=req.cognito_identity, tenant_id=req.tenant_id,
         )
+        event: dict[str, Any] = {"eventType": INVOKE, "deadlineMs": invocation.deadline_ms,
+                                 "requestId": req.request_id, "invokedFunctionArn": self.config.arn}
+        if req.trace_id:
+            event["tracing"] = {"type": "X-Amzn-Trace-Id", "value": req.trace_id}
+        subscribers = [x for x in gen.extensions.registered if x.subscribed(INVOKE)]
         channel.assign(invocation)
+        for ext in subscribers:
+            ext.push(dict(event))
         assert channel.reply is not None and channel.done is not None
-        remaining = run.deadline - time.time()
-        await asyncio.wait([channel.reply, runtime.exited], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        if channel.reply.done():
+        if await self._wait_for(gen, [channel.reply], run.deadline):
             reply = channel.reply.result()
             run.answer(reply)
             on_response(run.response())
-            remaining = run.deadline - time.time()
-            await asyncio.wait([channel.done, runtime.exited], timeout=remaining,
-                               return_when=asyncio.FIRST_COMPLETED)
-            if channel.done.done():
+            if await self._wait_for(gen, [channel.done], run.deadline):
                 self._runtime_done(run, invocation, reply, channel.done.result())
+                settles = [x.settled for x in subscribers if x.settled is not None]
+                if await self._wait_for(gen, settles, run.deadline):
+                    last = max([f.result() for f in settles], default=run.runtime_done_at or time.time())
+                    run.extensions_done_at = max(last, run.runtime_done_at or last)
+                    return
+                self._fail_invoke(run, gen)
                 return
-        if runtime.exited.done():
-            text = e.runtime_exit_text(runtime.exit_description())
-            run.fail("error", e.FunctionError.platform(e.RUNTIME_EXIT, text, run.request.request_id),
-                     reset="failure")
-        else:
-            run.fail("timeout", e.timeout_error(run.request.request_id, self.config.timeout_s), reset="timeout")
-            gen.drain_logs()
-            self.stream.emit(r.FAULT, f"{iso_time(time.time())} {run.request.request_id} Task timed out after "
-                                      f"{self.config.timeout_s:.2f} seconds")
+        self._fail_invoke(run, gen)
         if not run.answered:
             on_response(run.response())
-        self._emit_runtime_done(run, run.status, run.error_type, None)
+        if run.runtime_done_at is None:
+            self._emit_runtime_done(run, run.status, run.error_type, None)
+
+    def _fail_invoke(self, run: _Run, gen: Generation) -> None:
+        """The invoke ended by a process exiting, an extension's error, or the deadline."""
+        failure = gen.failure()
+        if failure is not None:
+            error_type, text = failure
+            run.fail("error", e.FunctionError.platform(error_type, text, run.request.request_id), reset="failure")
+            return
+        run.fail("timeout", e.timeout_error(run.request.request_id, self.config.timeout_s), reset="timeout")
+        gen.drain_logs()
+        self.stream.emit(r.FAULT, f"{iso_time(time.time())} {run.request.request_id} Task timed out after "
+                                  f"{self.config.timeout_s:.2f} seconds")
 
     def _runtime_done(self, run: _Run, invocation: Invocation, reply: RuntimeReply, done_at: float) -> None:
         delivered = invocation.delivered_at or run.started
@@ -370,6 +494,11 @@ class Environment:
                                   "metrics": metrics}
         if run.report_status != "success" and run.error_type:
             report["errorType"] = run.error_type
+        if run.runtime_done_at is not None and gen is not None and gen.extensions.registered:
+            # What the runtime's `next` to the last extension's `next` cost: CloudWatch's
+            # PostRuntimeExtensionsDuration, as the `extensionOverhead` span RAPID puts on the report.
+            done = run.extensions_done_at or ended
+            report["spans"] = [_span("extensionOverhead", run.runtime_done_at, done)]
         self.stream.emit(r.REPORT, report)
         if run.reset is not None:
             await self._end_generation(run.reset)
@@ -379,14 +508,63 @@ class Environment:
 
     # -- Shutdown and resets
     async def _end_generation(self, reason: str) -> None:
-        """The shutdown sequence (SPEC 4.4); with no extensions registered the runtime is simply killed."""
+        """The shutdown sequence (SPEC 4.4), for spin-down and for resets alike.
+
+        No extension registered: the runtime is killed at once. Otherwise the budget is 2000 ms with an external
+        extension (500 ms with internal ones only): the runtime gets SIGTERM and its share (300 ms, 500 ms with
+        an internal extension) before SIGKILL; then each external extension subscribed to SHUTDOWN gets the
+        event and the rest of the budget, the others are killed; whatever is left at the deadline is killed.
+        """
         gen, self._gen = self._gen, None
         if gen is None:
             return
+        started = time.time()
         freeze.thaw(gen.processes)
+        registered = gen.extensions.registered
+        externals = [x for x in registered if x.external]
+        internal = any(not x.external for x in registered)
+        deadline = started + (2.0 if externals else 0.5 if internal else 0.0)
+        if registered and gen.runtime is not None and gen.runtime.running:
+            gen.runtime.signal_group(signal.SIGTERM)
+            share = min(0.5 if internal else 0.3, deadline - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(gen.runtime.exited), share)
+        if gen.runtime is not None:
+            await kill_all([gen.runtime])
+        listeners: list[Extension] = []
+        for ext in gen.extensions.all:
+            if ext.process is None or not ext.process.running:
+                continue
+            if ext in externals and ext.subscribed(SHUTDOWN) and ext.state in _LISTENING:
+                ext.push({"eventType": SHUTDOWN, "deadlineMs": int(deadline * 1000), "shutdownReason": reason})
+                listeners.append(ext)
+            else:
+                await kill_all([ext.process])
+        if listeners:
+            exits = [x.process.exited for x in listeners if x.process is not None]
+            await asyncio.wait(exits, timeout=max(0.0, deadline - time.time()))
+        for ext in listeners:
+            assert ext.process is not None
+            clean = ext.process.exited.done() and ext.process.exited.result() == 0
+            ext.state = ExtensionState.EXITED if clean else ExtensionState.SHUTDOWN_FAILED
         await kill_all(gen.processes)
         with contextlib.suppress(Exception):
             gen.drain_logs()
+        self.stream.emit(r.SHUTDOWN, {
+            "shutdownReason": reason, "deadlineMs": int(deadline * 1000),
+            "durationMs": ms(time.time() - started),
+            "extensions": {x.name: x.state.value for x in registered},
+        })  # fmt: skip
+
+
+_LISTENING = {ExtensionState.READY, ExtensionState.RUNNING, ExtensionState.REGISTERED}
+
+
+def _extension_record(ext: Extension) -> dict[str, Any]:
+    record: dict[str, Any] = {"name": ext.name, "state": ext.state.value, "events": list(ext.events)}
+    if ext.state is ExtensionState.LAUNCHED:
+        record["state"] = "LaunchError" if ext.process is not None and ext.process.exited.done() else "Started"
+    return record
 
 
 def _span(name: str, start: float, end: float) -> dict[str, Any]:
@@ -407,6 +585,7 @@ class _Run:
         self.error_type: str | None = None
         self.reset: str | None = None
         self.runtime_done_at: float | None = None
+        self.extensions_done_at: float | None = None
         self._payload = b""
         self._content_type = "application/json"
         self._function_error: str | None = None

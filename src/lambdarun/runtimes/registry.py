@@ -85,27 +85,41 @@ def all_runtimes() -> list[RuntimeSpec]:
     return list(_RUNTIMES.values())
 
 
+def _python_candidates(version: str) -> list[str]:
+    """Where a python{version} may live: PATH, the system, pyenv's versions (whose shims refuse non-global ones)."""
+    found = [shutil.which(f"python{version}"), f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found += sorted((str(p) for p in pyenv_root.glob(f"versions/{version}*/bin/python{version}")), reverse=True)
+    seen: list[str] = []
+    for candidate in found:
+        if candidate and os.access(candidate, os.X_OK) and candidate not in seen:
+            seen.append(candidate)
+    return seen
+
+
 @functools.cache
 def _python_interpreter(version: str) -> str:
     """A python{version} with awslambdaric importable; its real executable path."""
-    command = shutil.which(f"python{version}")
-    if command is None:
-        raise RuntimeUnavailable(
-            f"runtime python{version} needs a Python {version} interpreter named python{version} on PATH; "
-            f"install one (e.g. `apt-get install python{version}` or `pyenv install {version}`)"
-        )
     probe = "import importlib.util, sys; print(sys.executable); print(bool(importlib.util.find_spec('awslambdaric')))"
-    try:
-        out = subprocess.run([command, "-c", probe], capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise RuntimeUnavailable(f"python{version} at {command} does not run: {exc}") from None
-    executable, has_ric = out.split()
-    if has_ric != "True":
+    without_ric: list[str] = []
+    for command in _python_candidates(version):
+        try:
+            out = subprocess.run([command, "-c", probe], capture_output=True, text=True, timeout=30, check=True)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        executable, has_ric = out.stdout.split()
+        if has_ric == "True":
+            return os.path.realpath(executable)
+        without_ric.append(executable)
+    if without_ric:
         raise RuntimeUnavailable(
             f"runtime python{version} needs the AWS runtime interface client in that interpreter; "
-            f"install it with `python{version} -m pip install awslambdaric`"
+            f"install it with `{without_ric[0]} -m pip install awslambdaric`"
         )
-    return os.path.realpath(executable)
+    raise RuntimeUnavailable(
+        f"runtime python{version} needs a Python {version} interpreter (python{version}) on this machine; "
+        f"install one, e.g. `apt-get install python{version}` or `pyenv install {version}`"
+    )
 
 
 def _install(runtime_dir: Path, family: str, name: str) -> None:

@@ -49,5 +49,7 @@ TELEMETRY_SUBSCRIPTION = "platform.telemetrySubscription"
 LOGS_SUBSCRIPTION = "platform.logsSubscription"
 LOGS_DROPPED = "platform.logsDropped"
 FAULT = "platform.fault"
+# Ours: the end of a shutdown sequence, for tests and tools; never sent to Telemetry API subscribers.
+SHUTDOWN = "lambdarun.shutdown"
 FUNCTION = "function"
 EXTENSION_LOG = "extension"

@@ -70,6 +70,11 @@ def report_line(rec: dict[str, Any]) -> str:
     ]
     if "initDurationMs" in m:
         parts.append(f"Init Duration: {_fmt_ms(m['initDurationMs'])}")
+    overhead = next((s["durationMs"] for s in rec.get("spans", []) if s["name"] == "extensionOverhead"), None)
+    if overhead is not None:
+        # Not in Lambda's own line: what the extensions cost, shown whenever one is registered.
+        parts.append(f"Runtime Duration: {_fmt_ms(max(0.0, m['durationMs'] - overhead))}")
+        parts.append(f"Post Runtime Extensions Duration: {_fmt_ms(overhead)}")
     if rec.get("status") not in (None, "success"):
         parts.append(f"Status: {rec['status']}")
         if rec.get("errorType"):

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what lambdarun and its tests need on a fresh Debian machine; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  need=()
+  for pkg in bubblewrap curl; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+fi
+python3 -m pip install -q --root-user-action=ignore -e '.[dev]'
+# Each Python runtime needs awslambdaric in an interpreter of its version (python3.11, 3.12, 3.13).
+for version in 3.11 3.12 3.13; do
+  for py in "$(command -v "python$version" || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version"*/bin/"python$version"; do
+    if [ -x "$py" ] && "$py" -c pass 2>/dev/null; then
+      "$py" -c 'import awslambdaric' 2>/dev/null || "$py" -m pip install -q --root-user-action=ignore awslambdaric || true
+      break
+    fi
+  done
+done

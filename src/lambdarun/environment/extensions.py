@@ -1,0 +1,214 @@
+"""Extensions as the Extensions API sees them: registration, state machines, event queues (SPEC 2).
+
+One `ExtensionRegistry` exists per generation. An event is queued per extension and handed to its `/event/next`
+when it polls; an event written to a connection that is already gone goes back to the front of the queue, so no
+event is ever lost to an abandoned long-poll or to an extension that was busy when the invoke arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ..sandbox.processes import Process
+
+MAX_EXTENSIONS = 10
+INVOKE = "INVOKE"
+SHUTDOWN = "SHUTDOWN"
+
+
+class ExtensionState(Enum):
+    LAUNCHED = "Launched"  # external, started but not registered yet
+    REGISTERED = "Registered"
+    READY = "Ready"
+    RUNNING = "Running"
+    INIT_ERROR = "InitError"
+    EXIT_ERROR = "ExitError"
+    EXITED = "Exited"
+    SHUTDOWN_FAILED = "ShutdownFailed"
+    LAUNCH_ERROR = "LaunchError"
+
+
+class ExtensionError(Exception):
+    """A refused Extensions API call: rendered as `403 {"errorType", "errorMessage"}`."""
+
+    def __init__(self, error_type: str, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.status = status
+
+
+@dataclass
+class Extension:
+    name: str
+    external: bool
+    process: Process | None = None
+    state: ExtensionState = ExtensionState.REGISTERED
+    id: str = ""
+    events: tuple[str, ...] = ()
+    queue: deque[dict[str, Any]] = field(default_factory=deque)
+    busy: dict[str, Any] | None = None  # the event handed out and not yet answered by the next `/event/next`
+    waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
+    # Resolved with the time of the `/event/next` that finds the queue empty after work: "back in next".
+    settled: asyncio.Future[float] | None = None
+    ready: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    registered: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def subscribed(self, event_type: str) -> bool:
+        return event_type in self.events
+
+    def push(self, event: dict[str, Any]) -> None:
+        """Queue an event; a parked poller gets it at once."""
+        if self.settled is None or self.settled.done():
+            self.settled = asyncio.get_running_loop().create_future()
+        self.queue.append(event)
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self.waiters and self.queue and self.busy is None:
+            waiter = self.waiters.pop(0)
+            if waiter.done():
+                continue
+            self.busy = self.queue.popleft()
+            self.state = ExtensionState.RUNNING
+            waiter.set_result(self.busy)
+
+    def give_back(self, event: dict[str, Any]) -> None:
+        """The event could not be written to the poller (gone): it is delivered to the next poll instead."""
+        if self.busy is event:
+            self.busy = None
+            self.queue.appendleft(event)
+            if self.state is ExtensionState.RUNNING:
+                self.state = ExtensionState.READY
+
+
+_NEXT_ALLOWED = {ExtensionState.REGISTERED, ExtensionState.READY, ExtensionState.RUNNING}
+
+
+class ExtensionRegistry:
+    def __init__(self, function_name: str, function_version: str, handler: str | None, account_id: str) -> None:
+        self._by_name: dict[str, Extension] = {}
+        self._by_id: dict[str, Extension] = {}
+        self.registration_open = True
+        self._info = {"functionName": function_name, "functionVersion": function_version,
+                      "handler": handler or ""}
+        self._account_id = account_id
+        loop = asyncio.get_running_loop()
+        self.fatal: asyncio.Future[tuple[str, str]] = loop.create_future()  # (error type, text)
+
+    # -- the generation's view
+    @property
+    def all(self) -> list[Extension]:
+        return list(self._by_name.values())
+
+    @property
+    def registered(self) -> list[Extension]:
+        return [x for x in self._by_name.values() if x.id]
+
+    def add_external(self, name: str) -> Extension:
+        ext = Extension(name=name, external=True, state=ExtensionState.LAUNCHED)
+        self._by_name[name] = ext
+        return ext
+
+    def fail(self, error_type: str, text: str) -> None:
+        if not self.fatal.done():
+            self.fatal.set_result((error_type, text))
+
+    # -- API calls
+    def register(self, name: str, body: Any, accept_features: str | None) -> tuple[Extension, dict[str, Any]]:
+        if not name:
+            raise ExtensionError("Extension.InvalidExtensionName", "Empty extension name")
+        if not isinstance(body, dict):
+            raise ExtensionError("InvalidRequestFormat", "Request body must be a JSON object")
+        if body.get("configurationKeys"):
+            raise ExtensionError("InvalidRequestFormat", "configurationKeys are deprecated; use environment "
+                                 "variables instead")
+        events = body.get("events") or []
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            raise ExtensionError("InvalidRequestFormat", "events must be a list of strings")
+        for event in events:
+            if event not in (INVOKE, SHUTDOWN):
+                raise ExtensionError("Extension.InvalidEventType", f"{event}: InvalidEventType")
+        ext = self._by_name.get(name)
+        if ext is not None and ext.external and ext.state is ExtensionState.LAUNCHED:
+            pass  # the launched executable of that name registers: an external extension
+        elif ext is not None:
+            raise ExtensionError("Extension.InvalidExtensionState", "Extension with this name already registered")
+        else:
+            if not self.registration_open:
+                raise ExtensionError("Extension.RegistrationClosed", "Extension registration closed already")
+            if len(self._by_name) >= MAX_EXTENSIONS:
+                raise ExtensionError("Extension.TooManyExtensions", f"Extension limit ({MAX_EXTENSIONS}) reached")
+            if SHUTDOWN in events:
+                raise ExtensionError("Extension.InvalidEventType",
+                                     "SHUTDOWN: ShutdownEventNotSupportedForInternalExtension")
+            ext = Extension(name=name, external=False)
+            self._by_name[name] = ext
+        ext.id = str(uuid.uuid4())
+        ext.events = tuple(dict.fromkeys(events))
+        ext.state = ExtensionState.REGISTERED
+        self._by_id[ext.id] = ext
+        if not ext.registered.done():
+            ext.registered.set_result(None)
+        response = dict(self._info)
+        features = {f.strip() for f in (accept_features or "").split(",")}
+        if "accountId" in features:
+            response["accountId"] = self._account_id
+        return ext, response
+
+    def lookup(self, identifier: str | None) -> Extension:
+        if not identifier:
+            raise ExtensionError("Extension.MissingExtensionIdentifier", "Missing Lambda-Extension-Identifier header")
+        try:
+            uuid.UUID(identifier)
+        except ValueError:
+            raise ExtensionError("Extension.InvalidExtensionIdentifier",
+                                 f"Invalid Lambda-Extension-Identifier: {identifier}") from None
+        ext = self._by_id.get(identifier)
+        if ext is None:
+            raise ExtensionError("Extension.UnknownExtensionIdentifier", f"Unknown extension {identifier}")
+        return ext
+
+    def next_requested(self, ext: Extension) -> dict[str, Any] | None:
+        """An `/event/next` arrived: the event to return now, or None when the caller must park."""
+        if ext.state not in _NEXT_ALLOWED:
+            raise ExtensionError("Extension.InvalidExtensionState",
+                                 f"State transition from {ext.state.value} to Ready failed for extension")
+        if ext.state is ExtensionState.REGISTERED and not ext.ready.done():
+            ext.ready.set_result(None)
+        ext.busy = None
+        ext.state = ExtensionState.READY
+        if ext.queue:
+            ext.busy = ext.queue.popleft()
+            ext.state = ExtensionState.RUNNING
+            return ext.busy
+        if ext.settled is not None and not ext.settled.done():
+            ext.settled.set_result(time.time())
+        return None
+
+    def park(self, ext: Extension) -> asyncio.Future[dict[str, Any]]:
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        ext.waiters.append(waiter)
+        return waiter
+
+    def init_error(self, ext: Extension, error_type: str) -> None:
+        if ext.state is not ExtensionState.REGISTERED:
+            raise ExtensionError("Extension.InvalidExtensionState",
+                                 f"State transition from {ext.state.value} to InitError failed for extension")
+        ext.state = ExtensionState.INIT_ERROR
+        self.fail("Extension.InitError", f"Extension {ext.name} reported an init error: {error_type}")
+
+    def exit_error(self, ext: Extension, error_type: str) -> None:
+        if ext.state not in _NEXT_ALLOWED:
+            raise ExtensionError("Extension.InvalidExtensionState",
+                                 f"State transition from {ext.state.value} to ExitError failed for extension")
+        ext.state = ExtensionState.EXIT_ERROR
+        self.fail("Extension.ExitError", f"Extension {ext.name} reported an exit error: {error_type}")
+
+    def close_registration(self) -> None:
+        self.registration_open = False
