@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,25 +73,56 @@ def _print_log(event: Event) -> None:
 @click.argument("code", type=click.Path(exists=True, path_type=Path))
 @click.option("--runtime", required=True, help="python3.11-3.13, provided.al2023, provided.al2")
 @click.option("--handler", help="e.g. app.handler (module.function)")
-@click.option("--layer", "layers", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="a layer directory or zip; repeat for several, later wins")
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="a layer directory or zip; repeat for several, later wins",
+)
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="an environment variable; repeatable")
 @click.option("--memory", default=128, show_default=True, type=int, help="memory size in MB")
 @click.option("--timeout", default=3.0, show_default=True, type=float, help="function timeout in seconds")
 @click.option("--event", help="the event as JSON (default {})")
-@click.option("--event-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="one JSON event per line; one invoke per line")
-@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
-              help="invoke N times in one warm environment")
+@click.option(
+    "--event-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="one JSON event per line; one invoke per line",
+)
+@click.option(
+    "--repeat",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="invoke N times in one warm environment",
+)
 @click.option("--name", default="function", show_default=True, help="the function's name")
-def invoke(code: Path, runtime: str, handler: str | None, layers: tuple[Path, ...], env: tuple[str, ...],
-           memory: int, timeout: float, event: str | None, event_file: Path | None, repeat: int,
-           name: str) -> None:
+def invoke(
+    code: Path,
+    runtime: str,
+    handler: str | None,
+    layers: tuple[Path, ...],
+    env: tuple[str, ...],
+    memory: int,
+    timeout: float,
+    event: str | None,
+    event_file: Path | None,
+    repeat: int,
+    name: str,
+) -> None:
     """Invoke the function in CODE (a directory or zip) and print each response on one line."""
     payloads = _events(event, event_file)
     try:
-        function = Function(code, runtime, handler, layers=layers, env=_parse_env(env), memory=memory,
-                            timeout=timeout, name=name)
+        function = Function(
+            code,
+            runtime,
+            handler,
+            layers=layers,
+            env=_parse_env(env),
+            memory=memory,
+            timeout=timeout,
+            name=name,
+        )
         function.start()
     except (ConfigError, RuntimeUnavailable, OSError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None

@@ -41,8 +41,16 @@ class InvokeResult:
                     error_type = body["errorType"]
             except ValueError:
                 pass
-        return cls(response.request_id, response.payload, response.content_type, response.function_error,
-                   error_type, outcome.status, outcome.report, outcome.events)
+        return cls(
+            response.request_id,
+            response.payload,
+            response.content_type,
+            response.function_error,
+            error_type,
+            outcome.status,
+            outcome.report,
+            outcome.events,
+        )
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -74,8 +82,11 @@ class InvokeResult:
 class PendingInvoke:
     """An invoke under way: its response arrives before the invoke ends (extensions may still run)."""
 
-    def __init__(self, response: concurrent.futures.Future[InvokeResponse],
-                 outcome: concurrent.futures.Future[InvokeOutcome]) -> None:
+    def __init__(
+        self,
+        response: concurrent.futures.Future[InvokeResponse],
+        outcome: concurrent.futures.Future[InvokeOutcome],
+    ) -> None:
         self._response = response
         self._outcome = outcome
 
@@ -92,12 +103,27 @@ class PendingInvoke:
 class Function:
     """A function with one warm execution environment, started on the first invoke and reused after."""
 
-    def __init__(self, code: str | Path, runtime: str, handler: str | None = None,
-                 layers: Sequence[str | Path] = (), env: Mapping[str, str] | None = None, memory: int = 128,
-                 timeout: float = 3.0, name: str = "function") -> None:
-        self.config = FunctionConfig(code=Path(code), runtime=runtime, handler=handler,
-                                     layers=[Path(p) for p in layers], env=dict(env or {}), memory_mb=memory,
-                                     timeout_s=timeout, name=name)
+    def __init__(
+        self,
+        code: str | Path,
+        runtime: str,
+        handler: str | None = None,
+        layers: Sequence[str | Path] = (),
+        env: Mapping[str, str] | None = None,
+        memory: int = 128,
+        timeout: float = 3.0,
+        name: str = "function",
+    ) -> None:
+        self.config = FunctionConfig(
+            code=Path(code),
+            runtime=runtime,
+            handler=handler,
+            layers=[Path(p) for p in layers],
+            env=dict(env or {}),
+            memory_mb=memory,
+            timeout_s=timeout,
+            name=name,
+        )
         self._loop: LoopThread | None = None
         self._env: Environment | None = None
         self._pending: list[concurrent.futures.Future[Any]] = []

@@ -29,7 +29,7 @@ class ExtensionsAPI:
         return registry
 
     async def handle(self, request: Request) -> Response:
-        parts = request.path[len(self.PREFIX):].strip("/").split("/")
+        parts = request.path[len(self.PREFIX) :].strip("/").split("/")
         route = (request.method, *parts)
         try:
             match route:
@@ -41,8 +41,10 @@ class ExtensionsAPI:
                     return self._report_error(request, init=True)
                 case ("POST", "extension", "exit", "error"):
                     return self._report_error(request, init=False)
-                case (_, "extension", "register") | (_, "extension", "event", "next") | (
-                    _, "extension", "init" | "exit", "error"
+                case (
+                    (_, "extension", "register")
+                    | (_, "extension", "event", "next")
+                    | (_, "extension", "init" | "exit", "error")
                 ):
                     return method_not_allowed(request.method, request.path)
         except ExtensionError as exc:
@@ -55,8 +57,11 @@ class ExtensionsAPI:
             body: Any = json.loads(request.body) if request.body.strip() else None
         except ValueError as exc:
             raise ExtensionError("InvalidRequestFormat", f"Request body is not valid JSON: {exc}") from None
-        ext, info = registry.register(request.header("lambda-extension-name") or "", body,
-                                      request.header("lambda-extension-accept-feature"))
+        ext, info = registry.register(
+            request.header("lambda-extension-name") or "",
+            body,
+            request.header("lambda-extension-accept-feature"),
+        )
         return Response.json(200, info, [(ID_HEADER, ext.id)])
 
     async def _next(self, request: Request) -> Response:

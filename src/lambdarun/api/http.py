@@ -224,7 +224,11 @@ class Connection(asyncio.Protocol):
                     raise
                 except Exception as exc:  # a handler bug must not kill the connection silently
                     response = Response.json(
-                        500, {"errorMessage": f"Internal Server Error: {exc!r}", "errorType": "InternalServerError"}
+                        500,
+                        {
+                            "errorMessage": f"Internal Server Error: {exc!r}",
+                            "errorType": "InternalServerError",
+                        },
                     )
                 self._send(response)
         finally:

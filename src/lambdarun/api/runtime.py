@@ -31,7 +31,7 @@ class RuntimeAPI:
         self._channel = channel
 
     async def handle(self, request: Request) -> Response:
-        parts = request.path[len(self.PREFIX):].strip("/").split("/")
+        parts = request.path[len(self.PREFIX) :].strip("/").split("/")
         route = (request.method, *parts)
         match route:
             case ("GET", "ping"):
@@ -44,8 +44,10 @@ class RuntimeAPI:
                 return self._reply(request, request_id, is_error=kind == "error")
             case ("POST", "runtime", "init", "error"):
                 return self._init_error(request)
-            case (_, "runtime", "invocation", "next") | (_, "runtime", "init", "error") | (
-                _, "runtime", "invocation", _, "response" | "error"
+            case (
+                (_, "runtime", "invocation", "next")
+                | (_, "runtime", "init", "error")
+                | (_, "runtime", "invocation", _, "response" | "error")
             ):
                 return method_not_allowed(request.method, request.path)
         return not_found(request.path)
@@ -78,8 +80,9 @@ class RuntimeAPI:
     @staticmethod
     def _render(channel: RuntimeChannel, invocation: Invocation) -> Response:
         invocation.delivered_at = time.time()
-        return Response(200, invocation.payload, invocation.headers(),
-                        undelivered=lambda: channel.undelivered(invocation))
+        return Response(
+            200, invocation.payload, invocation.headers(), undelivered=lambda: channel.undelivered(invocation)
+        )
 
     def _reply(self, request: Request, request_id: str, is_error: bool) -> Response:
         channel = self._current()
@@ -87,15 +90,24 @@ class RuntimeAPI:
         if mode is not None:
             # Response streaming is a later capability; until then every mode header gets the documented
             # error and the invoker sees Runtime.InvalidResponseModeHeader.
-            body = json.dumps({"errorType": "Runtime.InvalidResponseModeHeader",
-                               "errorMessage": f"Invalid function response mode: {mode}"}).encode()
-            reply = RuntimeReply(body, "application/json", True, "Runtime.InvalidResponseModeHeader",
-                                 request.started, time.time())
+            body = json.dumps(
+                {
+                    "errorType": "Runtime.InvalidResponseModeHeader",
+                    "errorMessage": f"Invalid function response mode: {mode}",
+                }
+            ).encode()
+            reply = RuntimeReply(
+                body,
+                "application/json",
+                True,
+                "Runtime.InvalidResponseModeHeader",
+                request.started,
+                time.time(),
+            )
             failure = self._deliver(channel, request_id, reply)
             return failure or error(400, "InvalidFunctionResponseMode", "Invalid function response mode")
         if request.oversized and not is_error:
-            reply = RuntimeReply(b"", "", True, None, request.started, time.time(),
-                                 oversized_size=request.body_size)
+            reply = RuntimeReply(b"", "", True, None, request.started, time.time(), oversized_size=request.body_size)
             failure = self._deliver(channel, request_id, reply)
             return failure or too_large(MAX_PAYLOAD)
         if request.oversized:
@@ -161,7 +173,11 @@ def _error_body(request: Request) -> tuple[bytes, str, str | None]:
         return json.dumps(forwarded).encode(), "application/json", header_type or body_type
     if not body and header_type:
         # No payload: Lambda builds the error from the header (Runtime API OpenAPI notes).
-        return json.dumps({"errorMessage": "", "errorType": header_type}).encode(), "application/json", header_type
+        return (
+            json.dumps({"errorMessage": "", "errorType": header_type}).encode(),
+            "application/json",
+            header_type,
+        )
     body_type = None
     try:
         parsed = json.loads(body)

@@ -78,8 +78,10 @@ def defaults(p: Platform) -> dict[str, str]:
     return {
         "LANG": "en_US.UTF-8",
         "PATH": f"{p.lang_bin}:/usr/local/bin:/usr/bin/:/bin:{p.opt}/bin",
-        "LD_LIBRARY_PATH": (f"/var/lang/lib:/lib64:/usr/lib64:{p.runtime_dir}:{p.runtime_dir}/lib:"
-                            f"{p.task_root}:{p.task_root}/lib:{p.opt}/lib"),
+        "LD_LIBRARY_PATH": (
+            f"/var/lang/lib:/lib64:/usr/lib64:{p.runtime_dir}:{p.runtime_dir}/lib:"
+            f"{p.task_root}:{p.task_root}/lib:{p.opt}/lib"
+        ),
         "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         # No X-Ray daemon runs here; loopback keeps SDK traffic on this machine.
         "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",

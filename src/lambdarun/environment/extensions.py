@@ -95,8 +95,11 @@ class ExtensionRegistry:
         self._by_name: dict[str, Extension] = {}
         self._by_id: dict[str, Extension] = {}
         self.registration_open = True
-        self._info = {"functionName": function_name, "functionVersion": function_version,
-                      "handler": handler or ""}
+        self._info = {
+            "functionName": function_name,
+            "functionVersion": function_version,
+            "handler": handler or "",
+        }
         self._account_id = account_id
         loop = asyncio.get_running_loop()
         self.fatal: asyncio.Future[tuple[str, str]] = loop.create_future()  # (error type, text)
@@ -126,8 +129,9 @@ class ExtensionRegistry:
         if not isinstance(body, dict):
             raise ExtensionError("InvalidRequestFormat", "Request body must be a JSON object")
         if body.get("configurationKeys"):
-            raise ExtensionError("InvalidRequestFormat", "configurationKeys are deprecated; use environment "
-                                 "variables instead")
+            raise ExtensionError(
+                "InvalidRequestFormat", "configurationKeys are deprecated; use environment variables instead"
+            )
         events = body.get("events") or []
         if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
             raise ExtensionError("InvalidRequestFormat", "events must be a list of strings")
@@ -145,8 +149,9 @@ class ExtensionRegistry:
             if len(self._by_name) >= MAX_EXTENSIONS:
                 raise ExtensionError("Extension.TooManyExtensions", f"Extension limit ({MAX_EXTENSIONS}) reached")
             if SHUTDOWN in events:
-                raise ExtensionError("Extension.InvalidEventType",
-                                     "SHUTDOWN: ShutdownEventNotSupportedForInternalExtension")
+                raise ExtensionError(
+                    "Extension.InvalidEventType", "SHUTDOWN: ShutdownEventNotSupportedForInternalExtension"
+                )
             ext = Extension(name=name, external=False)
             self._by_name[name] = ext
         ext.id = str(uuid.uuid4())
@@ -167,8 +172,9 @@ class ExtensionRegistry:
         try:
             uuid.UUID(identifier)
         except ValueError:
-            raise ExtensionError("Extension.InvalidExtensionIdentifier",
-                                 f"Invalid Lambda-Extension-Identifier: {identifier}") from None
+            raise ExtensionError(
+                "Extension.InvalidExtensionIdentifier", f"Invalid Lambda-Extension-Identifier: {identifier}"
+            ) from None
         ext = self._by_id.get(identifier)
         if ext is None:
             raise ExtensionError("Extension.UnknownExtensionIdentifier", f"Unknown extension {identifier}")
@@ -177,8 +183,10 @@ class ExtensionRegistry:
     def next_requested(self, ext: Extension) -> dict[str, Any] | None:
         """An `/event/next` arrived: the event to return now, or None when the caller must park."""
         if ext.state not in _NEXT_ALLOWED:
-            raise ExtensionError("Extension.InvalidExtensionState",
-                                 f"State transition from {ext.state.value} to Ready failed for extension")
+            raise ExtensionError(
+                "Extension.InvalidExtensionState",
+                f"State transition from {ext.state.value} to Ready failed for extension",
+            )
         if ext.state is ExtensionState.REGISTERED and not ext.ready.done():
             ext.ready.set_result(None)
         ext.busy = None
@@ -198,15 +206,19 @@ class ExtensionRegistry:
 
     def init_error(self, ext: Extension, error_type: str) -> None:
         if ext.state is not ExtensionState.REGISTERED:
-            raise ExtensionError("Extension.InvalidExtensionState",
-                                 f"State transition from {ext.state.value} to InitError failed for extension")
+            raise ExtensionError(
+                "Extension.InvalidExtensionState",
+                f"State transition from {ext.state.value} to InitError failed for extension",
+            )
         ext.state = ExtensionState.INIT_ERROR
         self.fail("Extension.InitError", f"Extension {ext.name} reported an init error: {error_type}")
 
     def exit_error(self, ext: Extension, error_type: str) -> None:
         if ext.state not in _NEXT_ALLOWED:
-            raise ExtensionError("Extension.InvalidExtensionState",
-                                 f"State transition from {ext.state.value} to ExitError failed for extension")
+            raise ExtensionError(
+                "Extension.InvalidExtensionState",
+                f"State transition from {ext.state.value} to ExitError failed for extension",
+            )
         ext.state = ExtensionState.EXIT_ERROR
         self.fail("Extension.ExitError", f"Extension {ext.name} reported an exit error: {error_type}")
 

@@ -17,7 +17,7 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,21 +166,33 @@ class Environment:
         hosts.write_text(HOSTS_LINE)
         code = materialize_code(self.config.code, scratch)
         opt = merge_layers(self.config.layers, scratch) if self.config.layers else scratch / "empty-opt"
-        dirs = HostDirs(task=code, opt=opt, runtime=scratch / "runtime", lang=scratch / "lang",
-                        tmp=scratch / "tmp", hosts=hosts)
+        dirs = HostDirs(
+            task=code,
+            opt=opt,
+            runtime=scratch / "runtime",
+            lang=scratch / "lang",
+            tmp=scratch / "tmp",
+            hosts=hosts,
+        )
         self._view = view = make_view(dirs)
-        self._prepared = spec.prepare(dirs.runtime, dirs.lang / "bin", view.paths.runtime,
-                                      f"{view.paths.lang}/bin", dirs.task, dirs.opt, view.paths.task, view.paths.opt)
+        self._prepared = spec.prepare(dirs, view.paths, self.config.memory_mb)
         router = Router(e.MAX_PAYLOAD)
         router.mount(RuntimeAPI.PREFIX, RuntimeAPI(lambda: self._gen.channel if self._gen else None).handle)
         router.mount(ExtensionsAPI.PREFIX, ExtensionsAPI(lambda: self._gen.extensions if self._gen else None).handle)
         self._server = Server(router, e.MAX_PAYLOAD)
         await self._server.start()
         platform = env_vars.Platform(
-            function_name=self.config.name, function_version=self.config.version, memory_mb=self.config.memory_mb,
-            region=self.config.region, runtime_api=f"{self._server.host}:{self._server.port}",
-            log_stream=self.log_stream, handler=self.config.handler, task_root=view.paths.task,
-            runtime_dir=view.paths.runtime, lang_bin=f"{view.paths.lang}/bin", opt=view.paths.opt,
+            function_name=self.config.name,
+            function_version=self.config.version,
+            memory_mb=self.config.memory_mb,
+            region=self.config.region,
+            runtime_api=f"{self._server.host}:{self._server.port}",
+            log_stream=self.log_stream,
+            handler=self.config.handler,
+            task_root=view.paths.task,
+            runtime_dir=view.paths.runtime,
+            lang_bin=f"{view.paths.lang}/bin",
+            opt=view.paths.opt,
         )
         self._env = env_vars.runtime_env(platform, self.config.env)
         if not view.sandboxed:
@@ -220,8 +232,9 @@ class Environment:
             "functionName": self.config.name, "functionVersion": self.config.version,
             "instanceId": self.instance_id, "instanceMaxMemory": self.config.memory_mb,
         })  # fmt: skip
-        gen = self._gen = Generation(ExtensionRegistry(self.config.name, self.config.version, self.config.handler,
-                                                       self.config.account_id))
+        gen = self._gen = Generation(
+            ExtensionRegistry(self.config.name, self.config.version, self.config.handler, self.config.account_id)
+        )
         result = await self._run_init(gen, started + budget_s, started)
         gen.drain_logs()
         record: dict[str, Any] = {"initializationType": "on-demand", "phase": phase, "status": result.status}
@@ -236,6 +249,7 @@ class Environment:
     async def _run_init(self, gen: Generation, deadline: float, started: float) -> InitResult:
         """Extension init, runtime init, function init (SPEC 4.1): done when the runtime and every extension
         have called `next`."""
+
         def failed(error_type: str | None, text: str | None = None, status: str = "error") -> InitResult:
             return InitResult(False, status, ms(time.time() - started), error_type, exit_text=text)
 
@@ -272,11 +286,19 @@ class Environment:
     @staticmethod
     def _launch_failed(gen: Generation) -> bool:
         """An extension that died before registering because bwrap could not exec it never launched."""
-        return any(x.state is ExtensionState.LAUNCHED and x.process is not None and x.process.exited.done()
-                   for x in gen.extensions.all)
+        return any(
+            x.state is ExtensionState.LAUNCHED and x.process is not None and x.process.exited.done()
+            for x in gen.extensions.all
+        )
 
-    async def _wait_for(self, gen: Generation, futures: list[asyncio.Future[Any]], deadline: float,
-                        extra: list[asyncio.Future[Any]] = (), any_of: bool = False) -> bool:  # type: ignore[assignment]
+    async def _wait_for(
+        self,
+        gen: Generation,
+        futures: list[asyncio.Future[Any]],
+        deadline: float,
+        extra: Sequence[asyncio.Future[Any]] = (),
+        any_of: bool = False,
+    ) -> bool:
         """Wait for all `futures` (or any, with `any_of`) unless a failure or the deadline comes first.
         True when what was awaited happened and nothing failed."""
         pending = [f for f in futures if not f.done()]
@@ -309,8 +331,14 @@ class Environment:
             ext = gen.extensions.add_external(name)
             command = view.command([f"{view.paths.opt}/extensions/{name}"])
             try:
-                ext.process = await spawn(f"extension-{name}", command, self._extension_env, view.cwd,
-                                          self._extension_line, view.sandboxed)
+                ext.process = await spawn(
+                    f"extension-{name}",
+                    command,
+                    self._extension_env,
+                    view.cwd,
+                    self._extension_line,
+                    view.sandboxed,
+                )
             except OSError as exc:
                 ext.state = ExtensionState.LAUNCH_ERROR
                 return f"{name}: {exc.strerror}"
@@ -320,13 +348,15 @@ class Environment:
         assert self._view is not None and self._prepared is not None
         view, argv = self._view, self._prepared.argv
         if self.config.runtime.startswith("provided"):
-            host_path = Path(argv[0].replace(view.paths.task, str(view.dirs.task), 1).replace(
-                view.paths.opt, str(view.dirs.opt), 1))
+            host_path = Path(
+                argv[0].replace(view.paths.task, str(view.dirs.task), 1).replace(view.paths.opt, str(view.dirs.opt), 1)
+            )
             if not host_path.is_file():
                 return "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
         try:
-            gen.runtime = await spawn("runtime", view.command(argv), self._env, view.cwd, self._function_line,
-                                      view.sandboxed)
+            gen.runtime = await spawn(
+                "runtime", view.command(argv), self._env, view.cwd, self._function_line, view.sandboxed
+            )
         except OSError as exc:
             return f"{argv[0]}: {exc.strerror}"
         return None
@@ -352,8 +382,9 @@ class Environment:
         finally:
             unsubscribe()
 
-    async def _invoke(self, request: InvokeRequest, on_response: Callable[[InvokeResponse], None],
-                      events: list[Event]) -> InvokeOutcome:
+    async def _invoke(
+        self, request: InvokeRequest, on_response: Callable[[InvokeResponse], None], events: list[Event]
+    ) -> InvokeOutcome:
         init_ms: float | None = None
         suppressed = False
         if self._gen is not None:
@@ -390,8 +421,11 @@ class Environment:
             run.fail("error", error, reset="failure")
         else:
             error_type = init.error_type or e.RUNTIME_EXIT
-            run.fail("error", e.FunctionError.platform(error_type, init.exit_text or "", run.request.request_id),
-                     reset="failure")
+            run.fail(
+                "error",
+                e.FunctionError.platform(error_type, init.exit_text or "", run.request.request_id),
+                reset="failure",
+            )
 
     async def _run_invoke(self, run: _Run, on_response: Callable[[InvokeResponse], None]) -> None:
         """Hand the invoke to the runtime and the INVOKE subscribers together; answer the invoker the moment
@@ -401,12 +435,22 @@ class Environment:
         channel = gen.channel
         req = run.request
         invocation = Invocation(
-            request_id=req.request_id, payload=req.payload, deadline_ms=int(run.deadline * 1000),
-            function_arn=self.config.arn, content_type=req.content_type, trace_id=req.trace_id,
-            client_context=req.client_context, cognito_identity=req.cognito_identity, tenant_id=req.tenant_id,
+            request_id=req.request_id,
+            payload=req.payload,
+            deadline_ms=int(run.deadline * 1000),
+            function_arn=self.config.arn,
+            content_type=req.content_type,
+            trace_id=req.trace_id,
+            client_context=req.client_context,
+            cognito_identity=req.cognito_identity,
+            tenant_id=req.tenant_id,
         )
-        event: dict[str, Any] = {"eventType": INVOKE, "deadlineMs": invocation.deadline_ms,
-                                 "requestId": req.request_id, "invokedFunctionArn": self.config.arn}
+        event: dict[str, Any] = {
+            "eventType": INVOKE,
+            "deadlineMs": invocation.deadline_ms,
+            "requestId": req.request_id,
+            "invokedFunctionArn": self.config.arn,
+        }
         if req.trace_id:
             event["tracing"] = {"type": "X-Amzn-Trace-Id", "value": req.trace_id}
         subscribers = [x for x in gen.extensions.registered if x.subscribed(INVOKE)]
@@ -442,8 +486,11 @@ class Environment:
             return
         run.fail("timeout", e.timeout_error(run.request.request_id, self.config.timeout_s), reset="timeout")
         gen.drain_logs()
-        self.stream.emit(r.FAULT, f"{iso_time(time.time())} {run.request.request_id} Task timed out after "
-                                  f"{self.config.timeout_s:.2f} seconds")
+        self.stream.emit(
+            r.FAULT,
+            f"{iso_time(time.time())} {run.request.request_id} Task timed out after "
+            f"{self.config.timeout_s:.2f} seconds",
+        )
 
     def _runtime_done(self, run: _Run, invocation: Invocation, reply: RuntimeReply, done_at: float) -> None:
         delivered = invocation.delivered_at or run.started
@@ -459,8 +506,14 @@ class Environment:
         run.runtime_done_at = done_at
         self._emit_runtime_done(run, status, error_type, spans, produced=len(reply.payload))
 
-    def _emit_runtime_done(self, run: _Run, status: str, error_type: str | None,
-                           spans: list[dict[str, Any]] | None, produced: int | None = None) -> None:
+    def _emit_runtime_done(
+        self,
+        run: _Run,
+        status: str,
+        error_type: str | None,
+        spans: list[dict[str, Any]] | None,
+        produced: int | None = None,
+    ) -> None:
         assert self._gen is not None
         self._gen.drain_logs()
         end = run.runtime_done_at or time.time()
@@ -490,8 +543,11 @@ class Environment:
         }
         if run.init_ms is not None:
             metrics["initDurationMs"] = run.init_ms
-        report: dict[str, Any] = {"requestId": run.request.request_id, "status": run.report_status,
-                                  "metrics": metrics}
+        report: dict[str, Any] = {
+            "requestId": run.request.request_id,
+            "status": run.report_status,
+            "metrics": metrics,
+        }
         if run.report_status != "success" and run.error_type:
             report["errorType"] = run.error_type
         if run.runtime_done_at is not None and gen is not None and gen.extensions.registered:
@@ -619,8 +675,13 @@ class _Run:
         self._response_error_type = error.error_type
 
     def response(self) -> InvokeResponse:
-        return InvokeResponse(self.request.request_id, self._payload, self._content_type, self._function_error,
-                              self._response_error_type)
+        return InvokeResponse(
+            self.request.request_id,
+            self._payload,
+            self._content_type,
+            self._function_error,
+            self._response_error_type,
+        )
 
 
 __all__ = ["Environment", "InvokeOutcome", "InvokeRequest", "InvokeResponse", "RuntimeUnavailable"]

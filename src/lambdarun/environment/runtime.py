@@ -1,4 +1,4 @@
-"""The runtime as the Runtime API sees it: its state machine and the hand-over of invokes (SPEC 1.2–1.5, 1.8).
+"""The runtime as the Runtime API sees it: its state machine and the hand-over of invokes (SPEC 1.2-1.5, 1.8).
 
 One `RuntimeChannel` exists per generation of the environment (a reset starts a new one). HTTP handlers call
 its methods; the lifecycle awaits its futures. Illegal transitions raise `StateError`, rendered as

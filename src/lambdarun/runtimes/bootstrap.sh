@@ -1,6 +1,7 @@
 #!/bin/sh
 # /var/runtime/bootstrap of a managed runtime: the AWS_LAMBDA_EXEC_WRAPPER contract (SPEC 6.2).
 export AWS_EXECUTION_ENV=@EXECUTION_ENV@
+@EXPORTS@
 if [ -z "$AWS_LAMBDA_EXEC_WRAPPER" ]; then
   exec @COMMAND@
 fi

@@ -25,7 +25,7 @@ def _peak_kb(pid: int) -> int:
             return 0
         start = status.find("VmHWM:")
         if start >= 0:
-            return int(status[start + 6:status.index("kB", start)].strip())
+            return int(status[start + 6 : status.index("kB", start)].strip())
     return 0
 
 

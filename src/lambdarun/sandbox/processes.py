@@ -27,8 +27,13 @@ def describe_exit(returncode: int, sandboxed: bool) -> str:
         signum = returncode - 128
     else:
         return f"exit status {returncode}"
-    names = {signal.SIGKILL: "killed", signal.SIGTERM: "terminated", signal.SIGSEGV: "segmentation fault",
-             signal.SIGABRT: "aborted", signal.SIGINT: "interrupt"}
+    names = {
+        signal.SIGKILL: "killed",
+        signal.SIGTERM: "terminated",
+        signal.SIGSEGV: "segmentation fault",
+        signal.SIGABRT: "aborted",
+        signal.SIGINT: "interrupt",
+    }
     try:
         return f"signal: {names.get(signal.Signals(signum), signal.Signals(signum).name)}"
     except ValueError:

@@ -94,8 +94,13 @@ class PlainView(View):
 
     def __init__(self, dirs: HostDirs) -> None:
         super().__init__(dirs)
-        self.paths = Paths(task=str(dirs.task), opt=str(dirs.opt), runtime=str(dirs.runtime),
-                           lang=str(dirs.lang), tmp=str(dirs.tmp))
+        self.paths = Paths(
+            task=str(dirs.task),
+            opt=str(dirs.opt),
+            runtime=str(dirs.runtime),
+            lang=str(dirs.lang),
+            tmp=str(dirs.tmp),
+        )
 
     def command(self, argv: list[str]) -> list[str]:
         return list(argv)
@@ -109,8 +114,22 @@ def bwrap_usable() -> str | None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return None
-    probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/var",
-             "--unshare-pid", "--die-with-parent", "--", "true"]
+    probe = [
+        bwrap,
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--tmpfs",
+        "/var",
+        "--unshare-pid",
+        "--die-with-parent",
+        "--",
+        "true",
+    ]
     try:
         ok = subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):

@@ -1,0 +1,1 @@
+// placeholder: the Node.js runtime client is being written
