@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
 from .config import ConfigError
 from .function import Function
-from .runtimes.registry import RuntimeUnavailable
+from .runtimes.registry import RuntimeUnavailable, all_runtimes
 from .telemetry.records import Event
 from .telemetry.text import text_line
 
@@ -63,10 +64,33 @@ def _one_line(payload: bytes) -> str:
         return text.replace("\n", "\\n")
 
 
-def _print_log(event: Event) -> None:
-    line = text_line(event)
-    if line is not None:
-        print(line, file=sys.stderr, flush=True)
+def _write(stream: TextIO, line: str) -> None:
+    """One write per line: the loop thread's log lines and the main thread's responses never split each other."""
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def _log_printer(json_format: bool) -> Callable[[Event], None]:
+    """Text lines as CloudWatch shows them; with the JSON log format, platform events as `{time,type,record}`."""
+
+    def print_log(event: Event) -> None:
+        if json_format and event.type.startswith("platform."):
+            line: str | None = json.dumps(event.envelope())
+        elif isinstance(event.record, dict) and event.type in ("function", "extension"):
+            line = json.dumps(event.record)
+        else:
+            line = text_line(event)
+        if line is not None:
+            _write(sys.stderr, line)
+
+    return print_log
+
+
+def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
+    def write(event: Event) -> None:
+        stream.write(json.dumps(event.envelope()) + "\n")
+
+    return write
 
 
 @main.command()
@@ -97,6 +121,12 @@ def _print_log(event: Event) -> None:
     help="invoke N times in one warm environment",
 )
 @click.option("--name", default="function", show_default=True, help="the function's name")
+@click.option(
+    "--telemetry",
+    "telemetry_file",
+    type=click.File("w"),
+    help="write every event of the environment's stream to FILE as JSON lines",
+)
 def invoke(
     code: Path,
     runtime: str,
@@ -109,6 +139,7 @@ def invoke(
     event_file: Path | None,
     repeat: int,
     name: str,
+    telemetry_file: TextIO | None,
 ) -> None:
     """Invoke the function in CODE (a directory or zip) and print each response on one line."""
     payloads = _events(event, event_file)
@@ -128,12 +159,15 @@ def invoke(
         raise click.UsageError(str(exc)) from None
     failed = False
     try:
-        function.subscribe(_print_log)
+        json_logs = function.config.env.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
+        function.subscribe(_log_printer(json_logs))
+        if telemetry_file is not None:
+            function.subscribe(_telemetry_writer(telemetry_file))
         for _ in range(repeat):
             for payload in payloads:
                 pending = function.start_invoke(payload=payload)
                 response = pending.response()
-                print(_one_line(response.payload), flush=True)
+                _write(sys.stdout, _one_line(response.payload))
                 failed |= response.function_error is not None
                 pending.result()
     except KeyboardInterrupt:
@@ -143,6 +177,18 @@ def invoke(
     finally:
         function.close()
     sys.exit(1 if failed else 0)
+
+
+@main.command()
+def runtimes() -> None:
+    """List each runtime, whether this machine can run it, and what to install if not."""
+    for spec in all_runtimes():
+        hint = spec.install_hint()
+        status = "ready" if hint is None else "missing"
+        line = f"{spec.id:<16} {status}"
+        if hint is not None:
+            line += f"  {hint}"
+        click.echo(line)
 
 
 def run() -> Any:  # pragma: no cover - console entry for `python -m lambdarun`

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -27,14 +28,17 @@ from ..api.extensions import ExtensionsAPI
 from ..api.http import Server
 from ..api.router import Router
 from ..api.runtime import RuntimeAPI
+from ..api.telemetry import SubscriptionAPI
 from ..config import FunctionConfig
 from ..runtimes.registry import Prepared, RuntimeUnavailable, get_runtime
 from ..sandbox import freeze, memory
 from ..sandbox.processes import Process, kill_all, spawn
 from ..sandbox.view import HOSTS_LINE, HostDirs, View, make_view
 from ..telemetry import records as r
+from ..telemetry.delivery import TelemetryHub
 from ..telemetry.records import Event, iso_time, ms
 from ..telemetry.stream import EventStream
+from ..telemetry.subscriptions import LOGS, TELEMETRY
 from . import env_vars
 from . import errors as e
 from .extensions import INVOKE, MAX_EXTENSIONS, SHUTDOWN, Extension, ExtensionRegistry, ExtensionState
@@ -87,10 +91,12 @@ class InitResult:
 class Generation:
     """The processes and API state of one Init, until the next reset."""
 
-    def __init__(self, extensions: ExtensionRegistry) -> None:
+    def __init__(self, extensions: ExtensionRegistry, stream: EventStream) -> None:
         self.channel = RuntimeChannel()
         self.extensions = extensions
         self.runtime: Process | None = None
+        self.telemetry = TelemetryHub(stream.emit)
+        self.stop_reading = stream.subscribe(self.telemetry.offer)
         # Registration closes when the runtime first asks for an invoke (SPEC 2.4).
         self.channel.ready.add_done_callback(lambda _: extensions.close_registration())
 
@@ -105,7 +111,7 @@ class Generation:
 
     def drain_logs(self) -> None:
         for process in self.processes:
-            process.logs.drain()
+            process.drain_logs()
 
     def failure_watch(self) -> list[asyncio.Future[Any]]:
         """Futures that end an init or invoke early: a process exiting, an extension's fatal error."""
@@ -138,6 +144,7 @@ class Environment:
         self._prepared: Prepared | None = None
         self._env: dict[str, str] = {}
         self._extension_env: dict[str, str] = {}
+        self._json_logs = config.env.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
         self._closed = False
 
     # -- set-up and tear-down of the environment itself
@@ -179,6 +186,11 @@ class Environment:
         router = Router(e.MAX_PAYLOAD)
         router.mount(RuntimeAPI.PREFIX, RuntimeAPI(lambda: self._gen.channel if self._gen else None).handle)
         router.mount(ExtensionsAPI.PREFIX, ExtensionsAPI(lambda: self._gen.extensions if self._gen else None).handle)
+        for api in (TELEMETRY, LOGS):
+            subscriptions = SubscriptionAPI(
+                api, lambda: (self._gen.extensions, self._gen.telemetry) if self._gen else None
+            )
+            router.mount(subscriptions.PREFIX, subscriptions.handle)
         self._server = Server(router, e.MAX_PAYLOAD)
         await self._server.start()
         platform = env_vars.Platform(
@@ -198,6 +210,9 @@ class Environment:
         if not view.sandboxed:
             self._env["LAMBDARUN_OPT_DIR"] = view.paths.opt  # bootstrap.py's layer paths without /opt
         self._extension_env = env_vars.extension_env(self._env)
+
+    def _subscription_state(self) -> tuple[ExtensionRegistry, TelemetryHub] | None:
+        return (self._gen.extensions, self._gen.telemetry) if self._gen else None
 
     @property
     def runtime_api(self) -> str:
@@ -227,16 +242,16 @@ class Environment:
     async def _init(self, phase: str, budget_s: float) -> InitResult:
         assert self._view is not None and self._prepared is not None
         started = time.time()
+        registry = ExtensionRegistry(self.config.name, self.config.version, self.config.handler, self.config.account_id)
+        gen = self._gen = Generation(registry, self.stream)  # reads the stream from here: initStart is replayed
         self.stream.emit(r.INIT_START, {
             "initializationType": "on-demand", "phase": phase, "runtimeVersion": self._prepared.version,
             "functionName": self.config.name, "functionVersion": self.config.version,
             "instanceId": self.instance_id, "instanceMaxMemory": self.config.memory_mb,
         })  # fmt: skip
-        gen = self._gen = Generation(
-            ExtensionRegistry(self.config.name, self.config.version, self.config.handler, self.config.account_id)
-        )
         result = await self._run_init(gen, started + budget_s, started)
         gen.drain_logs()
+        gen.telemetry.close_subscriptions()  # subscription is open during Init only (SPEC 3.1)
         record: dict[str, Any] = {"initializationType": "on-demand", "phase": phase, "status": result.status}
         if result.error_type:
             record["errorType"] = result.error_type
@@ -355,14 +370,27 @@ class Environment:
                 return "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
         try:
             gen.runtime = await spawn(
-                "runtime", view.command(argv), self._env, view.cwd, self._function_line, view.sandboxed
+                "runtime",
+                view.command(argv),
+                self._env,
+                view.cwd,
+                self._function_line,
+                view.sandboxed,
+                on_frame=self._function_line,
             )
         except OSError as exc:
             return f"{argv[0]}: {exc.strerror}"
         return None
 
     def _function_line(self, line: str, at: float) -> None:
-        self.stream.emit(r.FUNCTION, line, at)
+        record: str | dict[str, Any] = line
+        if self._json_logs and line.startswith("{"):
+            # With the JSON log format a record that is a JSON object is passed on as one (SPEC 3.5).
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(line)
+                if isinstance(parsed, dict):
+                    record = parsed
+        self.stream.emit(r.FUNCTION, record, at)
 
     def _extension_line(self, line: str, at: float) -> None:
         self.stream.emit(r.EXTENSION_LOG, line, at)
@@ -587,6 +615,10 @@ class Environment:
                 await asyncio.wait_for(asyncio.shield(gen.runtime.exited), share)
         if gen.runtime is not None:
             await kill_all([gen.runtime])
+        gen.drain_logs()
+        if gen.telemetry.subscribers:
+            # Subscribers get what is buffered (the last REPORT included) before their SHUTDOWN event.
+            await gen.telemetry.flush(max(0.0, deadline - time.time()) / 2)
         listeners: list[Extension] = []
         for ext in gen.extensions.all:
             if ext.process is None or not ext.process.running:
@@ -606,6 +638,8 @@ class Environment:
         await kill_all(gen.processes)
         with contextlib.suppress(Exception):
             gen.drain_logs()
+        gen.stop_reading()
+        await gen.telemetry.close()
         self.stream.emit(r.SHUTDOWN, {
             "shutdownReason": reason, "deadlineMs": int(deadline * 1000),
             "durationMs": ms(time.time() - started),

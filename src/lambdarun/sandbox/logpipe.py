@@ -74,3 +74,34 @@ class LogPipe:
         self.release_write_end()
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+FRAME_HEADER = 16
+_FRAME_MAGIC = 0xA55A
+
+
+class FramePipe(LogPipe):
+    """The runtime's `_LAMBDA_TELEMETRY_LOG_FD`: records framed as type (4 bytes, 0xA55A…), length (4), timestamp in
+    microseconds (8), message (SPEC 3.5), so a multi-line record or stack trace stays one record."""
+
+    def _split(self, data: bytes) -> None:
+        offset = 0
+        while len(data) - offset >= FRAME_HEADER:
+            frame_type = int.from_bytes(data[offset : offset + 4], "big")
+            length = int.from_bytes(data[offset + 4 : offset + 8], "big")
+            if frame_type >> 16 != _FRAME_MAGIC:
+                # Not a frame: keep what follows readable as text rather than lose it.
+                self._on_line(data[offset:].decode("utf-8", "replace"), time.time())
+                offset = len(data)
+                break
+            end = offset + FRAME_HEADER + length
+            if end > len(data):
+                break
+            micros = int.from_bytes(data[offset + 8 : offset + 16], "big")
+            self._on_line(data[offset + FRAME_HEADER : end].decode("utf-8", "replace"), micros / 1_000_000)
+            offset = end
+        self._partial = data[offset:]
+
+    def _finish(self) -> None:
+        self._partial = b""  # an incomplete frame at exit is lost, as on Lambda
+        self.close()

@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .logpipe import LineSink, LogPipe
+from .logpipe import FramePipe, LineSink, LogPipe
 
 
 def describe_exit(returncode: int, sandboxed: bool) -> str:
@@ -46,6 +46,7 @@ class Process:
     popen: subprocess.Popen[bytes]
     logs: LogPipe
     sandboxed: bool
+    frames: FramePipe | None = None
     exited: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
@@ -59,6 +60,11 @@ class Process:
     def exit_description(self) -> str:
         return describe_exit(self.exited.result(), self.sandboxed)
 
+    def drain_logs(self) -> None:
+        self.logs.drain()
+        if self.frames is not None:
+            self.frames.drain()
+
     def signal_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signum)
@@ -71,27 +77,39 @@ async def spawn(
     cwd: str,
     on_line: LineSink,
     sandboxed: bool,
-    pass_fds: Sequence[int] = (),
+    on_frame: LineSink | None = None,
 ) -> Process:
-    """Start a process; raises OSError when it cannot be executed."""
+    """Start a process; raises OSError when it cannot be executed. With `on_frame`, the process also gets a
+    `_LAMBDA_TELEMETRY_LOG_FD` to write framed log records to."""
     loop = asyncio.get_running_loop()
     logs = LogPipe(loop, on_line)
+    frames = FramePipe(loop, on_frame) if on_frame is not None else None
+    env = dict(env)
+    pass_fds: tuple[int, ...] = ()
+    if frames is not None:
+        os.set_inheritable(frames.write_fd, True)
+        env["_LAMBDA_TELEMETRY_LOG_FD"] = str(frames.write_fd)
+        pass_fds = (frames.write_fd,)
     try:
         popen = subprocess.Popen(
             list(argv),
-            env=dict(env),
+            env=env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=logs.write_fd,
             stderr=logs.write_fd,
             start_new_session=True,
-            pass_fds=tuple(pass_fds),
+            pass_fds=pass_fds,
         )
     except OSError:
         logs.close()
+        if frames is not None:
+            frames.close()
         raise
     logs.release_write_end()
-    process = Process(name, popen, logs, sandboxed)
+    if frames is not None:
+        frames.release_write_end()
+    process = Process(name, popen, logs, sandboxed, frames)
     _watch_exit(loop, process)
     return process
 
@@ -120,9 +138,12 @@ async def kill_all(processes: Sequence[Process], wait: float = 2.0) -> None:
     if pending:
         await asyncio.wait(pending, timeout=wait)
     for process in processes:
-        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-            await asyncio.wait_for(asyncio.shield(process.logs.closed), 0.5)
-        process.logs.close()
+        for pipe in (process.logs, process.frames):
+            if pipe is None:
+                continue
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pipe.closed), 0.5)
+            pipe.close()
 
 
 OnExit = Callable[[Process], None]
