@@ -12,6 +12,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 python3 -m pip install -q --root-user-action=ignore -e '.[dev]'
+# The java17/java21 runtimes run the official runtime interface client, fetched from Maven Central.
+ric_lib="${LAMBDARUN_CACHE:-$HOME/.cache/lambdarun}/java/lib"
+if command -v mvn >/dev/null && ! ls "$ric_lib"/aws-lambda-java-runtime-interface-client-*.jar >/dev/null 2>&1; then
+  mvn -q -B -f src/lambdarun/runtimes/java/pom.xml dependency:copy-dependencies -DoutputDirectory="$ric_lib" || true
+fi
 # Each Python runtime needs awslambdaric in an interpreter of its version (python3.11, 3.12, 3.13).
 for version in 3.11 3.12 3.13; do
   for py in "$(command -v "python$version" || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version"*/bin/"python$version"; do

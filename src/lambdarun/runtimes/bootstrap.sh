@@ -14,4 +14,4 @@ if [ ! -x "$wrapper" ]; then
   echo "$wrapper: is not an executable"
   exit 126
 fi
-exec -- "$wrapper" @COMMAND@
+exec "$wrapper" @COMMAND@
