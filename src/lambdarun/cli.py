@@ -7,6 +7,7 @@ printed), 2 for bad usage or configuration.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -158,6 +159,7 @@ def invoke(
     except (ConfigError, RuntimeUnavailable, OSError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     failed = False
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C: no process or temp dir left
     try:
         json_logs = function.config.env.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
         function.subscribe(_log_printer(json_logs))
@@ -189,6 +191,10 @@ def runtimes() -> None:
         if hint is not None:
             line += f"  {hint}"
         click.echo(line)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run() -> Any:  # pragma: no cover - console entry for `python -m lambdarun`

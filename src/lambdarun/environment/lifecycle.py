@@ -279,8 +279,9 @@ class Environment:
             return failed(e.INVALID_ENTRYPOINT, spawn_error)
         channel = gen.channel
         while True:
-            waiting = [channel.ready] + [x.ready for x in gen.extensions.registered]
-            if all(f.done() for f in waiting):
+            # Re-read each round: internal extensions register while the runtime initialises.
+            waiting = [f for f in [channel.ready] + [x.ready for x in gen.extensions.registered] if not f.done()]
+            if not waiting:
                 return InitResult(True, "success", ms(time.time() - started))
             if not await self._wait_for(gen, waiting, deadline, extra=[channel.init_error], any_of=True):
                 return self._init_failure(gen, started) or failed(None, status="timeout")
@@ -314,23 +315,20 @@ class Environment:
         extra: Sequence[asyncio.Future[Any]] = (),
         any_of: bool = False,
     ) -> bool:
-        """Wait for all `futures` (or any, with `any_of`) unless a failure or the deadline comes first.
-        True when what was awaited happened and nothing failed."""
-        pending = [f for f in futures if not f.done()]
+        """Wait for all `futures` (or any, with `any_of`) unless a failure (a process exit, a fatal extension error,
+        `extra`) or the deadline comes first. True when what was awaited happened: if it happened together with a
+        failure, it still counts (a runtime that answered and then died did answer); the next wait sees the failure."""
         watch = gen.failure_watch() + list(extra)
-        while pending:
+        while True:
+            pending = [f for f in futures if not f.done()]
+            if not pending or (any_of and len(pending) < len(futures)):
+                return True
+            if any(f.done() for f in watch):
+                return False
             remaining = deadline - time.time()
             if remaining <= 0:
                 return False
-            done, _ = await asyncio.wait(pending + watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                return False
-            if any(f.done() for f in watch):
-                return False
-            if any_of:
-                return True
-            pending = [f for f in pending if not f.done()]
-        return not any(f.done() for f in watch)
+            await asyncio.wait(pending + watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
 
     async def _launch_extensions(self, gen: Generation) -> str | None:
         """Start every executable regular file in /opt/extensions, in name order (SPEC 2.5)."""
