@@ -82,11 +82,13 @@ class Connection(asyncio.Protocol):
         self._on_lost = on_lost
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
-        self._queue: deque[Request] = deque()
+        self._queue: deque[Request | Response] = deque()  # a queued Response is an answer owed by the server
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._disconnect_callbacks: list[Callable[[], None]] = []
         self._peek: socket.socket | None = None
+        self._broken = False
+        self._replay = b""
         self._reset_message()
 
     # -- state of the message being parsed
@@ -99,6 +101,7 @@ class Connection(asyncio.Protocol):
         self._body_size = 0
         self._oversized = False
         self._close_after = False
+        self._continue_owed = False
         self._started = time.time()
 
     @property
@@ -117,6 +120,8 @@ class Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self._broken:
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -124,11 +129,15 @@ class Connection(asyncio.Protocol):
             # complete, anything after it is the next request for a fresh parser.
             offset = upgrade.args[0] if upgrade.args else len(data)
             self._parser = httptools.HttpRequestParser(self)
-            if offset < len(data):
-                self.data_received(data[offset:])
+            rest, self._replay = self._replay + data[offset:], b""
+            if rest:
+                self.data_received(rest)
         except httptools.HttpParserError as exc:
-            self._write_raw(400, json.dumps({"errorType": "BadRequest", "errorMessage": str(exc)}).encode())
-            self._close()
+            self._broken = True  # llhttp cannot resume after an error: answer what came before, then this
+            self._queue.append(Response.json(400, {"errorType": "BadRequest", "errorMessage": str(exc)}))
+            self._queue.append(_CLOSE)
+            if self._task is None:
+                self._task = asyncio.get_running_loop().create_task(self._run_queue())
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; a parked long-poll is then cancelled by connection_lost
@@ -168,9 +177,13 @@ class Connection(asyncio.Protocol):
                 self._oversized, self._body_size, self._close_after = True, declared, True
                 self._dispatch()
                 return
-            self._write(_CONTINUE)
+            if self._task is None and not self._queue:
+                self._write(_CONTINUE)
+            else:
+                self._continue_owed = True  # written by _run_queue once the earlier responses are out
 
     def on_body(self, body: bytes) -> None:
+        self._continue_owed = False  # the client sent the body without waiting for the 100
         if self._close_after:
             return
         self._body_size += len(body)
@@ -184,6 +197,14 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._close_after:
             return  # already dispatched at headers
+        chunked = "chunked" in self._headers.get("transfer-encoding", "").lower()
+        if self._parser.should_upgrade() and (chunked or self._headers.get("content-length", "0") != "0"):
+            # httptools made llhttp skip this body (it does for every Upgrade request): parse the request again
+            # on the fresh parser, without its Upgrade header, so that the body is read as HTTP/1.1.
+            head = [f"{self._parser.get_method().decode()} {self._url.decode('latin-1')} HTTP/1.1"]
+            head += [f"{name}: {value}" for name, value in self._headers.items() if name not in ("upgrade", "expect")]
+            self._replay = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+            return
         if not self._parser.should_keep_alive():
             self._close_after = True
         self._dispatch()
@@ -218,6 +239,9 @@ class Connection(asyncio.Protocol):
                 if request is _CLOSE:
                     self._close()
                     return
+                if isinstance(request, Response):
+                    self._send(request)
+                    continue
                 try:
                     response = await self._handler(request)
                 except asyncio.CancelledError:
@@ -231,6 +255,9 @@ class Connection(asyncio.Protocol):
                         },
                     )
                 self._send(response)
+                if self._continue_owed and not self._queue:
+                    self._continue_owed = False
+                    self._write(_CONTINUE)
         finally:
             self._task = None
 
