@@ -497,8 +497,9 @@ class Environment:
                     return
                 self._fail_invoke(run, gen)
                 return
+        answered = run.answered
         self._fail_invoke(run, gen)
-        if not run.answered:
+        if not answered:
             on_response(run.response())
         if run.runtime_done_at is None:
             self._emit_runtime_done(run, run.status, run.error_type, None)
@@ -509,6 +510,8 @@ class Environment:
         if failure is not None:
             error_type, text = failure
             run.fail("error", e.FunctionError.platform(error_type, text, run.request.request_id), reset="failure")
+            gen.drain_logs()
+            self.stream.emit(r.FAULT, f"RequestId: {run.request.request_id} Error: {text}\n{error_type}")
             return
         run.fail("timeout", e.timeout_error(run.request.request_id, self.config.timeout_s), reset="timeout")
         gen.drain_logs()
@@ -560,6 +563,8 @@ class Environment:
         ended = time.time()
         self.stream.emit(r.END, {"requestId": run.request.request_id})
         duration = ms(ended - run.started)
+        if run.report_status == "timeout":
+            duration = min(duration, self.config.timeout_s * 1000)  # Lambda reports the timeout itself
         metrics: dict[str, Any] = {
             "durationMs": duration,
             # Cold starts bill Init too, as Lambda's logs show since 2025 [UNCONFIRMED from the docs].
@@ -574,7 +579,8 @@ class Environment:
             "status": run.report_status,
             "metrics": metrics,
         }
-        if run.report_status != "success" and run.error_type:
+        if run.report_status == "error" and run.error_type:
+            # Timeouts carry no error type in the report, as real REPORT lines show (`Status: timeout` alone).
             report["errorType"] = run.error_type
         if run.runtime_done_at is not None and gen is not None and gen.extensions.registered:
             # What the runtime's `next` to the last extension's `next` cost: CloudWatch's

@@ -30,7 +30,10 @@ def _peak_kb(pid: int) -> int:
 
 
 def max_used_mb(processes: Iterable[Process]) -> int:
-    total_kb = 0
+    """Live processes are read from /proc (VmHWM of each in the tree); one that has exited counts with the peak
+    its exit reported, so a crash still shows what the runtime used."""
+    processes = list(processes)
+    total_kb = sum(p.max_rss_kb for p in processes if not p.running)
     stack = [p.pid for p in processes if p.running]
     while stack:
         pid = stack.pop()

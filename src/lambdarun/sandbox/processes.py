@@ -47,6 +47,7 @@ class Process:
     logs: LogPipe
     sandboxed: bool
     frames: FramePipe | None = None
+    max_rss_kb: int = 0  # peak resident memory of the process and everything it reaped, known once it exited
     exited: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
@@ -118,11 +119,19 @@ def _watch_exit(loop: asyncio.AbstractEventLoop, process: Process) -> None:
     pidfd = os.pidfd_open(process.pid)
 
     def on_exit() -> None:
-        returncode = process.popen.poll()
-        if returncode is None:
+        # wait4 rather than Popen.poll: its rusage keeps the peak memory of a process that has died.
+        try:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status, usage = process.pid, 0, None
+        if pid == 0:
             return
         loop.remove_reader(pidfd)
         os.close(pidfd)
+        returncode = os.waitstatus_to_exitcode(status) if usage is not None else (process.popen.returncode or 0)
+        process.popen.returncode = returncode
+        if usage is not None:
+            process.max_rss_kb = usage.ru_maxrss
         if not process.exited.done():
             process.exited.set_result(returncode)
 
