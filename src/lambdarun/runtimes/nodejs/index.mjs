@@ -384,7 +384,6 @@ class ResponseStream {
         stream.beforeFirstWrite = value;
       },
     });
-    this.facadeObject = facade;
     return facade;
   }
 
