@@ -188,8 +188,9 @@ def runtimes() -> None:
         hint = spec.install_hint()
         status = "ready" if hint is None else "missing"
         line = f"{spec.id:<16} {status}"
-        if hint is not None:
-            line += f"  {hint}"
+        note = hint if hint is not None else spec.client_note()
+        if note is not None:
+            line += f"  {note}"
         click.echo(line)
 
 

@@ -113,6 +113,15 @@ class RuntimeSpec:
         _write_bootstrap(host.runtime, f"AWS_Lambda_{self.id}", command, exports)
         return Prepared([f"{seen.runtime}/bootstrap"], self.runtime_version)
 
+    def client_note(self) -> str | None:
+        """Which runtime client a Node.js function gets here, and how to get the official one."""
+        if self.family != "nodejs":
+            return None
+        if (NODE_RIC_DIR / "package.json").exists():
+            return "runs the official aws-lambda-ric"
+        return (f"runs lambdarun's runtime client; for the official one (needs autoconf automake libtool): "
+                f"`npm install --prefix {NODE_RIC_DIR.parent.parent} aws-lambda-ric@3.3.0`")  # fmt: skip
+
     def install_hint(self) -> str | None:
         """What to install for this runtime to run here, or None when it can run."""
         try:
