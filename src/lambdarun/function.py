@@ -96,9 +96,6 @@ class PendingInvoke:
     def result(self, timeout: float | None = None) -> InvokeResult:
         return InvokeResult.of(self._outcome.result(timeout))
 
-    def cancel(self) -> None:
-        self._outcome.cancel()
-
 
 class Function:
     """A function with one warm execution environment, started on the first invoke and reused after."""
@@ -160,14 +157,25 @@ class Function:
         body = payload if payload is not None else json.dumps({} if event is None else event).encode()
         request = InvokeRequest(body, **options)
         response: concurrent.futures.Future[InvokeResponse] = concurrent.futures.Future()
+        outcome: concurrent.futures.Future[InvokeOutcome] = concurrent.futures.Future()
 
-        def on_response(answer: InvokeResponse) -> None:
-            if not response.done():
-                response.set_result(answer)
+        def settle(future: concurrent.futures.Future[Any], value: Any) -> None:
+            if not future.done():
+                future.set_result(value)
 
-        outcome = self._loop.submit(self._env.invoke(request, on_response))
-        self._pending = [f for f in self._pending if not f.done()] + [outcome]  # type: ignore[list-item]
-        return PendingInvoke(response, outcome)  # type: ignore[arg-type]
+        def failed(task: concurrent.futures.Future[InvokeOutcome]) -> None:
+            # An invoke that raised or was cancelled never reported an outcome: pass that on to the waiters.
+            for future in (response, outcome):
+                if not future.done():
+                    if task.cancelled():
+                        future.cancel()
+                    elif task.exception() is not None:
+                        future.set_exception(task.exception())
+
+        task = self._loop.submit(self._env.invoke(request, lambda r: settle(response, r), lambda o: settle(outcome, o)))
+        task.add_done_callback(failed)
+        self._pending = [f for f in self._pending if not f.done()] + [task]
+        return PendingInvoke(response, outcome)
 
     def invoke(self, event: Any = None, *, payload: bytes | None = None, **options: Any) -> InvokeResult:
         return self.start_invoke(event, payload=payload, **options).result()

@@ -9,8 +9,11 @@ def error(status: int, error_type: str, message: str) -> Response:
     return Response.json(status, {"errorMessage": message, "errorType": error_type})
 
 
+_ACCEPTED = b'{"status":"OK"}\n'
+
+
 def accepted() -> Response:
-    return Response.json(202, {"status": "OK"})
+    return Response(202, _ACCEPTED, [("Content-Type", "application/json")])
 
 
 def not_found(path: str) -> Response:

@@ -96,6 +96,9 @@ class Generation:
         self.extensions = extensions
         self.runtime: Process | None = None
         self.telemetry = TelemetryHub(stream.emit)
+        self.memory = memory.MemoryMeter()
+        self.broken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        extensions.fatal.add_done_callback(self._break)
         self.stop_reading = stream.subscribe(self.telemetry.offer)
         # Registration closes when the runtime first asks for an invoke (SPEC 2.4).
         self.channel.ready.add_done_callback(lambda _: extensions.close_registration())
@@ -113,11 +116,19 @@ class Generation:
         for process in self.processes:
             process.drain_logs()
 
+    def watch(self, process: Process) -> Process:
+        """Make `process` exiting end the generation's current init or invoke."""
+        process.exited.add_done_callback(self._break)
+        return process
+
+    def _break(self, _: object) -> None:
+        if not self.broken.done():
+            self.broken.set_result(None)
+
     def failure_watch(self) -> list[asyncio.Future[Any]]:
-        """Futures that end an init or invoke early: a process exiting, an extension's fatal error."""
-        watch: list[asyncio.Future[Any]] = [self.extensions.fatal]
-        watch += [p.exited for p in self.processes]
-        return watch
+        """What ends an init or invoke early: a process exiting or an extension's fatal error, as one future
+        (each wait then registers one callback, not one per process)."""
+        return [self.broken]
 
     def failure(self) -> tuple[str, str] | None:
         """The fatal error that happened, if any: (error type, text for the default error JSON)."""
@@ -344,13 +355,15 @@ class Environment:
             ext = gen.extensions.add_external(name)
             command = view.command([f"{view.paths.opt}/extensions/{name}"])
             try:
-                ext.process = await spawn(
-                    f"extension-{name}",
-                    command,
-                    self._extension_env,
-                    view.cwd,
-                    self._extension_line,
-                    view.sandboxed,
+                ext.process = gen.watch(
+                    await spawn(
+                        f"extension-{name}",
+                        command,
+                        self._extension_env,
+                        view.cwd,
+                        self._extension_line,
+                        view.sandboxed,
+                    )
                 )
             except OSError as exc:
                 ext.state = ExtensionState.LAUNCH_ERROR
@@ -367,14 +380,16 @@ class Environment:
             if not host_path.is_file():
                 return "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
         try:
-            gen.runtime = await spawn(
-                "runtime",
-                view.command(argv),
-                self._env,
-                view.cwd,
-                self._function_line,
-                view.sandboxed,
-                on_frame=self._function_line,
+            gen.runtime = gen.watch(
+                await spawn(
+                    "runtime",
+                    view.command(argv),
+                    self._env,
+                    view.cwd,
+                    self._function_line,
+                    view.sandboxed,
+                    on_frame=self._function_line,
+                )
             )
         except OSError as exc:
             return f"{argv[0]}: {exc.strerror}"
@@ -395,21 +410,29 @@ class Environment:
 
     # -- Invoke
     async def invoke(
-        self, request: InvokeRequest, on_response: Callable[[InvokeResponse], None] | None = None
+        self,
+        request: InvokeRequest,
+        on_response: Callable[[InvokeResponse], None] | None = None,
+        on_outcome: Callable[[InvokeOutcome], None] | None = None,
     ) -> InvokeOutcome:
-        """Run one invoke; `on_response` is called the moment the invoker's answer is known."""
+        """Run one invoke. `on_response` is called the moment the invoker's answer is known, `on_outcome` the
+        moment the invoke ended (REPORT emitted), before the environment is frozen or reset."""
         events: list[Event] = []
         unsubscribe = self.stream.subscribe(events.append)
         try:
             async with self._lock:
                 if self._closed:
                     raise RuntimeError("the environment was shut down")
-                return await self._invoke(request, on_response or (lambda _: None), events)
+                return await self._invoke(request, on_response or _ignore, on_outcome or _ignore, events)
         finally:
             unsubscribe()
 
     async def _invoke(
-        self, request: InvokeRequest, on_response: Callable[[InvokeResponse], None], events: list[Event]
+        self,
+        request: InvokeRequest,
+        on_response: Callable[[InvokeResponse], None],
+        on_outcome: Callable[[InvokeOutcome], None],
+        events: list[Event],
     ) -> InvokeOutcome:
         init_ms: float | None = None
         suppressed = False
@@ -427,7 +450,7 @@ class Environment:
         started = time.time()
         deadline = started + self.config.timeout_s
         self.stream.emit(r.START, {"requestId": request.request_id, "version": self.config.version})
-        run = _Run(request, started, deadline, init_ms)
+        run = _Run(request, started, deadline, init_ms, on_outcome)
         if suppressed:
             # The suppressed init: Init again, inside the invoke, bounded by the function timeout (SPEC 4.1).
             init = await self._init("invoke", max(0.0, deadline - time.time()))
@@ -570,7 +593,7 @@ class Environment:
             # Cold starts bill Init too, as Lambda's logs show since 2025 [UNCONFIRMED from the docs].
             "billedDurationMs": max(1, math.ceil(duration + (run.init_ms or 0))),
             "memorySizeMB": self.config.memory_mb,
-            "maxMemoryUsedMB": memory.max_used_mb(gen.processes if gen else []),
+            "maxMemoryUsedMB": gen.memory.max_used_mb(gen.processes) if gen else 1,
         }
         if run.init_ms is not None:
             metrics["initDurationMs"] = run.init_ms
@@ -588,11 +611,13 @@ class Environment:
             done = run.extensions_done_at or ended
             report["spans"] = [_span("extensionOverhead", run.runtime_done_at, done)]
         self.stream.emit(r.REPORT, report)
+        outcome = InvokeOutcome(run.response(), run.report_status, report, list(events))
+        run.on_outcome(outcome)  # the caller wakes while the environment freezes: the next invoke queues behind it
         if run.reset is not None:
             await self._end_generation(run.reset)
         elif gen is not None:
             freeze.freeze(gen.processes)
-        return InvokeOutcome(run.response(), run.report_status, report, list(events))
+        return outcome
 
     # -- Shutdown and resets
     async def _end_generation(self, reason: str) -> None:
@@ -643,6 +668,7 @@ class Environment:
         with contextlib.suppress(Exception):
             gen.drain_logs()
         gen.stop_reading()
+        gen.memory.close()
         await gen.telemetry.close()
         self.stream.emit(r.SHUTDOWN, {
             "shutdownReason": reason, "deadlineMs": int(deadline * 1000),
@@ -661,6 +687,10 @@ def _extension_record(ext: Extension) -> dict[str, Any]:
     return record
 
 
+def _ignore(_: object) -> None:
+    pass
+
+
 def _span(name: str, start: float, end: float) -> dict[str, Any]:
     return {"name": name, "start": iso_time(start), "durationMs": ms(max(0.0, end - start))}
 
@@ -668,8 +698,16 @@ def _span(name: str, start: float, end: float) -> dict[str, Any]:
 class _Run:
     """The state of one invoke while it runs: what the invoker gets and how the report reads."""
 
-    def __init__(self, request: InvokeRequest, started: float, deadline: float, init_ms: float | None) -> None:
+    def __init__(
+        self,
+        request: InvokeRequest,
+        started: float,
+        deadline: float,
+        init_ms: float | None,
+        on_outcome: Callable[[InvokeOutcome], None],
+    ) -> None:
         self.request = request
+        self.on_outcome = on_outcome
         self.started = started
         self.deadline = deadline
         self.init_ms = init_ms
