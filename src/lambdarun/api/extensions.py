@@ -78,7 +78,9 @@ class ExtensionsAPI:
                 elif waiter in ext.waiters:
                     ext.waiters.remove(waiter)
                 raise
-        return _render(ext, event)
+        response = _render(ext, event)
+        ext.handed_out(event, request.connection.lost_unread)
+        return response
 
     def _report_error(self, request: Request, init: bool) -> Response:
         registry = self._current()

@@ -87,6 +87,8 @@ class Connection(asyncio.Protocol):
         self._closed = False
         self._disconnect_callbacks: list[Callable[[], None]] = []
         self._peek: socket.socket | None = None
+        self._unconfirmed: Response | None = None  # the last event written here, until the client asks again
+        self._reset = False
         self._broken = False
         self._replay = b""
         self._reset_message()
@@ -144,6 +146,12 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if exc is not None:
+            # A reset: the client closed with our last response unread (Linux sends RST, not FIN, then).
+            self._reset = True
+            unconfirmed, self._unconfirmed = self._unconfirmed, None
+            if unconfirmed is not None and unconfirmed.undelivered is not None:
+                unconfirmed.undelivered()
         if self._peek is not None:
             self._peek.close()
         if self._task is not None:
@@ -156,6 +164,7 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
+        self._unconfirmed = None  # a client asking again on this connection has read what came before
         self._reset_message()
 
     def on_url(self, url: bytes) -> None:
@@ -282,6 +291,23 @@ class Connection(asyncio.Protocol):
                 response.undelivered()
             return
         self._write_raw(response.status, response.body, response.headers)
+        if response.undelivered is not None:
+            self._unconfirmed = response
+
+    def lost_unread(self) -> bool:
+        """Whether the client threw away what was last written here: it reset the connection. A long-poll client
+        that timed out and closed as an event arrived does this; one that read the event closes with a FIN."""
+        if self._reset:
+            return True
+        if self._closed or self._peek is None:
+            return False
+        try:
+            self._peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return False
 
     def _write_raw(self, status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> None:
         head = [f"HTTP/1.1 {status} {_reason(status)}"]

@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -53,6 +54,7 @@ class Extension:
     events: tuple[str, ...] = ()
     queue: deque[dict[str, Any]] = field(default_factory=deque)
     busy: dict[str, Any] | None = None  # the event handed out and not yet answered by the next `/event/next`
+    busy_lost: Callable[[], bool] | None = None  # whether the connection that carried `busy` threw it away
     waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
     # Resolved with the time of the `/event/next` that finds the queue empty after work: "back in next".
     settled: asyncio.Future[float] | None = None
@@ -75,13 +77,20 @@ class Extension:
             if waiter.done():
                 continue
             self.busy = self.queue.popleft()
+            self.busy_lost = None
             self.state = ExtensionState.RUNNING
             waiter.set_result(self.busy)
+
+    def handed_out(self, event: dict[str, Any], lost: Callable[[], bool]) -> None:
+        """`event` was written to a poller; `lost` tells later whether that poller discarded it unread."""
+        if self.busy is event:
+            self.busy_lost = lost
 
     def give_back(self, event: dict[str, Any]) -> None:
         """The event could not be written to the poller (gone): it is delivered to the next poll instead."""
         if self.busy is event:
             self.busy = None
+            self.busy_lost = None
             self.queue.appendleft(event)
             if self.state is ExtensionState.RUNNING:
                 self.state = ExtensionState.READY
@@ -189,7 +198,10 @@ class ExtensionRegistry:
             )
         if ext.state is ExtensionState.REGISTERED and not ext.ready.done():
             ext.ready.set_result(None)
+        if ext.busy is not None and ext.busy_lost is not None and ext.busy_lost():
+            ext.give_back(ext.busy)  # this poll follows an abandoned one that never read its event: send it again
         ext.busy = None
+        ext.busy_lost = None
         ext.state = ExtensionState.READY
         if ext.queue:
             ext.busy = ext.queue.popleft()
