@@ -123,7 +123,8 @@ class Function:
         )
         self._loop: LoopThread | None = None
         self._env: Environment | None = None
-        self._pending: list[concurrent.futures.Future[Any]] = []
+        # Invokes under way: the task, and the outcome that tells whether the invoke itself has ended.
+        self._pending: list[tuple[concurrent.futures.Future[Any], concurrent.futures.Future[Any]]] = []
 
     def __enter__(self) -> Function:
         self.start()
@@ -174,7 +175,7 @@ class Function:
 
         task = self._loop.submit(self._env.invoke(request, lambda r: settle(response, r), lambda o: settle(outcome, o)))
         task.add_done_callback(failed)
-        self._pending = [f for f in self._pending if not f.done()] + [task]
+        self._pending = [(t, o) for t, o in self._pending if not t.done()] + [(task, outcome)]
         return PendingInvoke(response, outcome)
 
     def invoke(self, event: Any = None, *, payload: bytes | None = None, **options: Any) -> InvokeResult:
@@ -184,8 +185,9 @@ class Function:
         """Shut the environment down (the shutdown sequence), kill what is left and remove its files."""
         if self._env is None or self._loop is None:
             return
-        for future in self._pending:
-            future.cancel()
+        for task, outcome in self._pending:
+            if not outcome.done():
+                task.cancel()  # an invoke still running is abandoned; one that ended may still be resetting
         try:
             self._loop.run(self._env.shutdown("spindown"))
         finally:

@@ -26,7 +26,7 @@ class LogPipe:
         self._partial = b""
         self._open = True
         self.closed = loop.create_future()
-        loop.add_reader(self.read_fd, self.drain)
+        loop.add_reader(self.read_fd, self._readable)
 
     def release_write_end(self) -> None:
         """Close our copy of the write end once the child holds it, so EOF means every writer is gone."""
@@ -34,8 +34,15 @@ class LogPipe:
             os.close(self.write_fd)
             self.write_fd = -1
 
-    def drain(self) -> None:
-        while self._open:
+    def _readable(self) -> None:
+        # A bounded read per wake-up: a function printing without pause must not starve the loop (telemetry
+        # delivery runs on it). `drain()` still reads everything when the platform needs the log complete.
+        self.drain(max_reads=4)
+
+    def drain(self, max_reads: int | None = None) -> None:
+        reads = 0
+        while self._open and (max_reads is None or reads < max_reads):
+            reads += 1
             try:
                 chunk = os.read(self.read_fd, 65536)
             except BlockingIOError:

@@ -37,22 +37,26 @@ class SubscriptionError(Exception):
 class Subscriber:
     def __init__(self, name: str, subscription: Subscription) -> None:
         self.name = name
-        self.subscription = subscription
-        buffering = subscription.buffering
-        self._limit = 4 * buffering.max_bytes  # queued bytes beyond which log records are dropped
+        self.update(subscription)
         self._queue: deque[bytes] = deque()
+        self._enqueued = 0  # events queued so far
+        self._sent = 0  # events delivered so far
+        self._flush_target = 0  # deliver up to this count now, without waiting for the buffering limits
+        self._flushed = asyncio.Event()
         self._queued_bytes = 0
         self._first_at: float | None = None
         self._dropped_records = 0
         self._dropped_bytes = 0
         self._wake = asyncio.Event()
-        self._flushing = False
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.StreamReader | None = None
         self.batches_sent = 0
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"telemetry-{name}")
+
+    def update(self, subscription: Subscription) -> None:
+        """The settings of a repeated subscription replace the old ones; nothing is sent twice."""
+        self.subscription = subscription
+        self._limit = 4 * subscription.buffering.max_bytes  # queued bytes beyond which log records are dropped
 
     def offer(self, event: Event) -> None:
         if not self.subscription.wants(event):
@@ -69,8 +73,8 @@ class Subscriber:
         if not self._queue:
             self._first_at = time.monotonic()
         self._queue.append(data)
+        self._enqueued += 1
         self._queued_bytes += len(data)
-        self._idle.clear()
         buffering = self.subscription.buffering
         if (
             len(self._queue) == 1
@@ -80,12 +84,15 @@ class Subscriber:
             self._wake.set()
 
     async def flush(self, timeout: float) -> None:
-        """Send everything queued now, waiting at most `timeout` seconds."""
-        self._flushing = True
+        """Send what is queued now (not what arrives meanwhile: a subscriber logging each batch it receives
+        would refill its own queue forever), waiting at most `timeout` seconds."""
+        self._flush_target = self._enqueued
+        if self._sent >= self._flush_target:
+            return
+        self._flushed.clear()
         self._wake.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        self._flushing = False
+            await asyncio.wait_for(self._flushed.wait(), timeout)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -98,7 +105,6 @@ class Subscriber:
         buffering = self.subscription.buffering
         while True:
             if not self._queue and not self._dropped_records:
-                self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -107,19 +113,24 @@ class Subscriber:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(0.0, due - time.monotonic()))
-            batch = self._take_batch()
+            batch, events = self._take_batch()
             await self._send_until_done(batch)
             self.batches_sent += 1
+            self._sent += events
+            if self._sent >= self._flush_target:
+                self._flushed.set()
 
     def _batch_due(self, due: float) -> bool:
         buffering = self.subscription.buffering
-        return (self._flushing or len(self._queue) >= buffering.max_items
+        return (self._sent < self._flush_target or len(self._queue) >= buffering.max_items
                 or self._queued_bytes >= buffering.max_bytes or time.monotonic() >= due)  # fmt: skip
 
-    def _take_batch(self) -> list[bytes]:
+    def _take_batch(self) -> tuple[list[bytes], int]:
+        """The next batch, and how many queued events it holds (a logsDropped notice is not one of them)."""
         buffering = self.subscription.buffering
         batch: list[bytes] = []
-        if self._dropped_records:
+        notice = bool(self._dropped_records)
+        if notice:
             dropped = {"droppedRecords": self._dropped_records, "droppedBytes": self._dropped_bytes,
                        "reason": DROP_REASON}  # fmt: skip
             batch.append(json.dumps(Event(r.LOGS_DROPPED, dropped).envelope(), separators=(",", ":")).encode())
@@ -131,7 +142,7 @@ class Subscriber:
             batch.append(item)
             size += len(item)
         self._first_at = time.monotonic() if self._queue else None
-        return batch
+        return batch, len(batch) - (1 if notice else 0)
 
     async def _send_until_done(self, batch: list[bytes]) -> None:
         attempt = 0
@@ -209,6 +220,11 @@ class TelemetryHub:
         self._backlog: list[Event] | None = []  # init-phase events, replayed to each subscriber until closed
         self.open = True
 
+    def update(self, subscription: Subscription) -> None:
+        """The settings of a repeated subscription replace the old ones; nothing is sent twice."""
+        self.subscription = subscription
+        self._limit = 4 * subscription.buffering.max_bytes  # queued bytes beyond which log records are dropped
+
     def offer(self, event: Event) -> None:
         if self._backlog is not None:
             self._backlog.append(event)
@@ -228,9 +244,10 @@ class TelemetryHub:
                 f"extension {extension} already subscribed to the {other.capitalize()} API; an extension uses the "
                 "Telemetry API or the Logs API, not both",
             )  # fmt: skip
-        previous = self._subscribers.pop((extension, api), None)
+        previous = self._subscribers.get((extension, api))
         if previous is not None:
-            asyncio.get_running_loop().create_task(previous.close())
+            previous.update(subscription)  # subscribing again is idempotent (SPEC 3.1): no replay, no new event
+            return
         subscriber = Subscriber(extension, subscription)
         for event in self._backlog or []:
             subscriber.offer(event)

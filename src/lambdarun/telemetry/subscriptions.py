@@ -83,7 +83,9 @@ def _logs_record(type_: str, record: dict[str, Any]) -> dict[str, Any]:
     if type_ == r.REPORT:
         return {"requestId": record["requestId"], "metrics": record["metrics"]}
     if type_ == r.RUNTIME_DONE:
-        return {"requestId": record["requestId"], "status": record["status"]}
+        # The Logs API knows success, failure and timeout only (SPEC 3.6): a function error reads as failure.
+        status = "failure" if record["status"] == "error" else record["status"]
+        return {"requestId": record["requestId"], "status": status}
     if type_ == r.START:
         return {"requestId": record["requestId"], "version": record.get("version", "$LATEST")}
     return record
