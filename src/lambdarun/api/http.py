@@ -146,8 +146,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        if exc is not None:
-            # A reset: the client closed with our last response unread (Linux sends RST, not FIN, then).
+        if exc is not None or (self._unconfirmed is not None and self._socket_error()):
+            # A reset: the client closed with our last response unread (Linux sends RST, not FIN, then); or it
+            # had closed just before the event was written, and its kernel refused the data (SO_ERROR is set).
             self._reset = True
             unconfirmed, self._unconfirmed = self._unconfirmed, None
             if unconfirmed is not None and unconfirmed.undelivered is not None:
@@ -294,6 +295,14 @@ class Connection(asyncio.Protocol):
         if response.undelivered is not None:
             self._unconfirmed = response
 
+    def _socket_error(self) -> bool:
+        if self._peek is None:
+            return False
+        try:
+            return self._peek.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+        except OSError:
+            return False
+
     def lost_unread(self) -> bool:
         """Whether the client threw away what was last written here: it reset the connection. A long-poll client
         that timed out and closed as an event arrived does this; one that read the event closes with a FIN."""
@@ -301,6 +310,8 @@ class Connection(asyncio.Protocol):
             return True
         if self._closed or self._peek is None:
             return False
+        if self._socket_error():
+            return True
         try:
             self._peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
