@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _log_support import assert_failed_init_then_suppressed_init
 
 from lambdarun import Function, InvokeResult, RuntimeUnavailable
 from lambdarun.runtimes import registry
@@ -66,13 +67,6 @@ def exit_status_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wrapper.write_text('#!/bin/bash\n"$@"\nstatus=$?\necho "RUNTIME-EXIT-STATUS $status"\nexit $status\n')
     wrapper.chmod(0o755)
     return layer
-
-
-def index_of(lines: list[str], pattern: str) -> int:
-    for index, line in enumerate(lines):
-        if re.match(pattern, line):
-            return index
-    raise AssertionError(f"no line matches {pattern!r} in:\n" + "\n".join(lines))
 
 
 def exit_statuses(*results: InvokeResult) -> list[int]:
@@ -251,12 +245,7 @@ def import_failed() -> Iterator[Pair]:
 def test_missing_module_fails_init_then_retries_init_inside_the_invoke(import_failed: Pair) -> None:
     result, _ = import_failed
 
-    lines = result.logs
-    failed_init = index_of(lines, r"INIT_REPORT Init Duration: [\d.]+ ms\tPhase: init\tStatus: error")
-    start = index_of(lines, f"START RequestId: {result.request_id} ")
-    suppressed_init = index_of(lines, r"INIT_REPORT Init Duration: [\d.]+ ms\tPhase: invoke\tStatus: error")
-    end = index_of(lines, f"END RequestId: {result.request_id}")
-    assert failed_init < start < suppressed_init < end
+    assert_failed_init_then_suppressed_init(result)
 
 
 def test_missing_module_payload_is_import_module_error(import_failed: Pair) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _log_support import assert_failed_init_then_suppressed_init, index_of
 
 import lambdarun
 from lambdarun import Function, InvokeResult, RuntimeUnavailable
@@ -40,14 +41,6 @@ def probe_function(functions: Path, **options: Any) -> Function:
 def report_line(result: InvokeResult) -> str:
     [line] = [line for line in result.logs if line.startswith("REPORT ")]
     return line
-
-
-def index_of(lines: list[str], pattern: str) -> int:
-    """The index of the first line matching `pattern` (a regex searched from the line's start)."""
-    for index, line in enumerate(lines):
-        if re.match(pattern, line):
-            return index
-    raise AssertionError(f"no line matches {pattern!r} in:\n" + "\n".join(lines))
 
 
 # -- success and errors
@@ -105,12 +98,7 @@ def import_failed(functions: Path) -> Iterator[Pair]:
 def test_import_error_fails_init_then_retries_init_inside_the_invoke(import_failed: Pair) -> None:
     result, _ = import_failed
 
-    lines = result.logs
-    failed_init = index_of(lines, r"INIT_REPORT Init Duration: [\d.]+ ms\tPhase: init\tStatus: error")
-    start = index_of(lines, f"START RequestId: {result.request_id} ")
-    suppressed_init = index_of(lines, r"INIT_REPORT Init Duration: [\d.]+ ms\tPhase: invoke\tStatus: error")
-    end = index_of(lines, f"END RequestId: {result.request_id}")
-    assert failed_init < start < suppressed_init < end
+    assert_failed_init_then_suppressed_init(result)
 
 
 def test_import_error_payload_is_the_init_error(import_failed: Pair) -> None:

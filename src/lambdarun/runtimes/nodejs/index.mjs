@@ -547,6 +547,21 @@ function parseHeaderJson(value, what) {
   }
 }
 
+/** The context a handler gets: the invoke's fields, the callbackWaitsForEmptyEventLoop switch (kept in `wait`),
+ * and for callback-style handlers the legacy succeed/fail/done. */
+function invokeContext(headers, wait, legacy = {}) {
+  return {
+    get callbackWaitsForEmptyEventLoop() {
+      return wait.value;
+    },
+    set callbackWaitsForEmptyEventLoop(value) {
+      wait.value = value;
+    },
+    ...legacy,
+    ...contextData(headers),
+  };
+}
+
 /** The context fields every invoke gets from the environment and the `/next` headers. */
 function contextData(headers) {
   const deadline = Number(headers["lambda-runtime-deadline-ms"]);
@@ -644,7 +659,7 @@ class Runtime {
     const { id, body, headers } = await this.nextInvoke();
     let reported = false; // a response or error went out for this invoke
     let settled = false; // the handler finished one way or another: later calls are ignored
-    let waitForEmptyLoop = true;
+    const wait = { value: true }; // context.callbackWaitsForEmptyEventLoop
 
     const respond = (result) => {
       if (reported) {
@@ -682,7 +697,7 @@ class Runtime {
     const callback = once((error, result) => {
       this.onEmptyLoop = () => {};
       if (error !== undefined && error !== null) fail(error);
-      else if (!waitForEmptyLoop) respond(result);
+      else if (!wait.value) respond(result);
       else this.onEmptyLoop = () => setImmediate(() => respond(result));
     });
     const succeed = once((result) => finish(null, result));
@@ -705,18 +720,7 @@ class Runtime {
 
     try {
       forwardTraceId(headers);
-      const context = {
-        get callbackWaitsForEmptyEventLoop() {
-          return waitForEmptyLoop;
-        },
-        set callbackWaitsForEmptyEventLoop(value) {
-          waitForEmptyLoop = value;
-        },
-        succeed,
-        fail: failure,
-        done,
-        ...contextData(headers),
-      };
+      const context = invokeContext(headers, wait, { succeed, fail: failure, done });
       const result = this.handler(JSON.parse(body), context, callback);
       if (isThenable(result)) {
         // A promise's outcome is the answer; a plain return value of a non-async handler is ignored.
@@ -729,10 +733,10 @@ class Runtime {
 
   async invokeStreaming() {
     const { id, body, headers } = await this.nextInvoke();
-    let waitForEmptyLoop = true;
+    const wait = { value: true }; // context.callbackWaitsForEmptyEventLoop
     const next = () => {
       this.onEmptyLoop = () => {};
-      if (!waitForEmptyLoop) this.scheduleNext();
+      if (!wait.value) this.scheduleNext();
       else this.onEmptyLoop = () => setImmediate(() => this.scheduleNext());
     };
     const stream = this.api.openStream(id, this.highWaterMark);
@@ -743,15 +747,7 @@ class Runtime {
     this.onEmptyLoop = () => this.scheduleNext();
     try {
       forwardTraceId(headers);
-      const context = {
-        get callbackWaitsForEmptyEventLoop() {
-          return waitForEmptyLoop;
-        },
-        set callbackWaitsForEmptyEventLoop(value) {
-          waitForEmptyLoop = value;
-        },
-        ...contextData(headers),
-      };
+      const context = invokeContext(headers, wait);
       const returned = this.handler(JSON.parse(body), stream.facade(), context);
       if (!isThenable(returned)) {
         fail("Streaming does not support non-async handlers.");
