@@ -23,9 +23,7 @@ class PackageError(ValueError):
 def check_package(path: Path, what: str) -> None:
     if not path.exists():
         raise PackageError(f"{what} {path} does not exist")
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise PackageError(f"{what} {path} is neither a directory nor a zip file")
-    if not path.is_dir() and not path.is_file():
+    if not path.is_dir() and not (path.is_file() and zipfile.is_zipfile(path)):
         raise PackageError(f"{what} {path} is neither a directory nor a zip file")
 
 

@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .logpipe import FramePipe, LineSink, LogPipe
@@ -153,6 +153,3 @@ async def kill_all(processes: Sequence[Process], wait: float = 2.0) -> None:
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(asyncio.shield(pipe.closed), 0.5)
             pipe.close()
-
-
-OnExit = Callable[[Process], None]
