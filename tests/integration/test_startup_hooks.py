@@ -252,8 +252,19 @@ def test_java_wrapper_receives_the_java_interpreter(java_build: tuple[Path, Path
 
     argv = wrapper_argv(result)
     assert argv[:2] == ["/opt/argv.sh", "/var/lang/bin/java"]
-    assert "com.amazonaws.services.lambda.runtime.api.client.AWSLambda" in argv
+    assert argv[-1] == "lambdarun.LambdarunMain"  # the main class is last; the handler comes from _HANDLER
     assert result.json()["event"] == {"n": 1}
+
+
+@pytest.mark.slow
+def test_java_wrapper_inserting_a_jvm_option_before_the_last_argument_works(
+    java_build: tuple[Path, Path], hook_layer: Path
+) -> None:
+    with java_function(java_build, hook_layer, env=wrapped("/opt/insert_jvm_option.sh")) as fn:
+        result = fn.invoke({"n": 1})
+
+    assert result.function_error is None, result.payload
+    assert result.json()["foo"] == "from-wrapper"
 
 
 # -- wrapper failures: the runtime never starts, init fails, the suppressed init fails the same way

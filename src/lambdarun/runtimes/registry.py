@@ -21,6 +21,7 @@ from ..sandbox.view import HostDirs, Paths
 
 CACHE = Path(os.environ.get("LAMBDARUN_CACHE", Path.home() / ".cache" / "lambdarun"))
 JAVA_RIC_LIB = CACHE / "java" / "lib"  # the official Java runtime client and its dependencies (setup.sh fills it)
+JAVA_LAUNCHER = CACHE / "java" / "launcher"  # LambdarunMain.class, compiled on first use
 NODE_RIC_DIR = CACHE / "node" / "node_modules" / "aws-lambda-ric"  # the official Node client, when installed
 
 
@@ -94,16 +95,15 @@ class RuntimeSpec:
                 assert interpreter is not None
                 _link(lang_bin, interpreter, "java")
                 (host.runtime / "lib").symlink_to(JAVA_RIC_LIB)
+                (host.runtime / "launcher").symlink_to(JAVA_LAUNCHER)
                 heap_kb = memory_mb * 1024 * 85 // 100
-                classpath = ":".join([f"{seen.runtime}/lib/*", seen.task, f"{seen.task}/lib/*",
-                                      f"{seen.opt}/java/lib/*"])  # fmt: skip
-                # No GC flag of our own, so that JAVA_TOOL_OPTIONS may choose one without a conflict.
+                classpath = ":".join([f"{seen.runtime}/launcher", f"{seen.runtime}/lib/*", seen.task,
+                                      f"{seen.task}/lib/*", f"{seen.opt}/java/lib/*"])  # fmt: skip
+                # No GC flag of our own, so that JAVA_TOOL_OPTIONS may choose one without a conflict. The main class
+                # is last and reads the handler from _HANDLER, as Lambda's Java bootstrap has it (SPEC 6.2).
                 command = [f"{seen_bin}/java", f"-XX:MaxHeapSize={heap_kb}k", "-XX:MaxMetaspaceSize=131072k",
                            "-XX:ReservedCodeCacheSize=65536k", "-Xshare:auto", "-Djava.net.preferIPv4Stack=true",
-                           "-classpath", classpath,
-                           "com.amazonaws.services.lambda.runtime.api.client.AWSLambda", "$_HANDLER"]  # fmt: skip
-                # The official client takes the handler as its argument; AWS's own java17 image passes it through
-                # _HANDLER only [UNCONFIRMED], so a wrapper sees it as one more trailing argument here.
+                           "-classpath", classpath, "lambdarun.LambdarunMain"]  # fmt: skip
                 exports = {}
             case _:
                 # OS-only: `bootstrap` from the code, else from /opt (SPEC 5.3).
@@ -237,7 +237,30 @@ def _java_interpreter(major: str) -> str:
             f"runtime java{major} needs the official AWS Lambda Java runtime interface client; fetch it from Maven "
             f"Central with `mvn -q -f {pom} dependency:copy-dependencies -DoutputDirectory={JAVA_RIC_LIB}`"
         )
+    _compile_launcher(java)
     return os.path.realpath(java)
+
+
+def _compile_launcher(java: str) -> None:
+    """LambdarunMain.class, compiled once with the JDK's javac against the runtime client."""
+    source = resources.files("lambdarun.runtimes").joinpath("java", "LambdarunMain.java").read_bytes()
+    stamp = JAVA_LAUNCHER / "LambdarunMain.java"  # the source it was compiled from: recompiled when that changes
+    compiled = JAVA_LAUNCHER / "lambdarun" / "LambdarunMain.class"
+    if compiled.exists() and stamp.exists() and stamp.read_bytes() == source:
+        return
+    javac = next(iter(_executables([os.path.join(os.path.dirname(os.path.realpath(java)), "javac"),
+                                    shutil.which("javac")])), None)  # fmt: skip
+    if javac is None:
+        raise RuntimeUnavailable("the Java runtimes need `javac` once, to compile lambdarun's launcher class; "
+                                 "install a JDK, e.g. `apt-get install openjdk-17-jdk-headless`")  # fmt: skip
+    JAVA_LAUNCHER.mkdir(parents=True, exist_ok=True)
+    stamp.write_bytes(source)
+    ric = [str(p) for p in JAVA_RIC_LIB.glob("*.jar")]
+    command = [javac, "--release", "17", "-cp", ":".join(ric), "-d", str(JAVA_LAUNCHER), str(stamp)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        stamp.unlink(missing_ok=True)
+        raise RuntimeUnavailable(f"compiling lambdarun's Java launcher failed: {result.stderr.strip()}")
 
 
 # -- helpers
