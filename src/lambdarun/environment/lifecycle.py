@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -168,7 +169,8 @@ class Environment:
         """Lay out the filesystem view and open the API server; no process starts until the first invoke."""
         spec = get_runtime(self.config.runtime)
         spec.locate()  # raises RuntimeUnavailable before anything is created
-        self._scratch = Path(tempfile.mkdtemp(prefix="lambdarun-"))
+        _sweep_orphans()
+        self._scratch = Path(tempfile.mkdtemp(prefix=f"lambdarun-{os.getpid()}-"))
         try:
             await self._lay_out(spec)
         except BaseException:
@@ -685,6 +687,26 @@ def _extension_record(ext: Extension) -> dict[str, Any]:
     if ext.state is ExtensionState.LAUNCHED:
         record["state"] = "LaunchError" if ext.process is not None and ext.process.exited.done() else "Started"
     return record
+
+
+_ORPHAN = re.compile(r"lambdarun-(\d+)-")
+
+
+def _sweep_orphans() -> None:
+    """Remove scratch dirs left by lambdarun processes that died without cleaning up (SIGKILL): their sandboxes
+    died with them (bwrap --die-with-parent), their files did not."""
+    root = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            match = _ORPHAN.match(entry.name)
+            if match is None or not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)
+            except ProcessLookupError:
+                shutil.rmtree(entry.path, ignore_errors=True)
+            except PermissionError:
+                pass  # alive, someone else's
 
 
 def _ignore(_: object) -> None:
