@@ -372,9 +372,23 @@ class Environment:
                 return f"{name}: {exc.strerror}"
         return None
 
+    def _runtime_command(self) -> tuple[list[str], dict[str, str]]:
+        """Lambda execs /var/runtime/bootstrap; without a wrapper that script only exports a few variables and
+        execs the interpreter, so the same is done here directly, a shell's start-up sooner."""
+        assert self._prepared is not None
+        prepared = self._prepared
+        if prepared.direct is None or self._env.get("AWS_LAMBDA_EXEC_WRAPPER"):
+            return prepared.argv, self._env
+        env = dict(self._env)
+        for name, value in prepared.exports.items():
+            if name == "AWS_EXECUTION_ENV" or not env.get(name):  # the script's `${NAME:-default}`
+                env[name] = value
+        return prepared.direct, env
+
     async def _spawn_runtime(self, gen: Generation) -> str | None:
         assert self._view is not None and self._prepared is not None
-        view, argv = self._view, self._prepared.argv
+        view = self._view
+        argv, env = self._runtime_command()
         if self.config.runtime.startswith("provided"):
             host_path = Path(
                 argv[0].replace(view.paths.task, str(view.dirs.task), 1).replace(view.paths.opt, str(view.dirs.opt), 1)
@@ -386,7 +400,7 @@ class Environment:
                 await spawn(
                     "runtime",
                     view.command(argv),
-                    self._env,
+                    env,
                     view.cwd,
                     self._function_line,
                     view.sandboxed,
