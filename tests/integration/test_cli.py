@@ -84,8 +84,9 @@ def test_handler_error_exits_1_and_prints_the_error_payload(lambdarun: Run, prob
 
 
 def test_timeout_exits_1_and_prints_the_timeout_error(lambdarun: Run, probe: Path) -> None:
-    run = lambdarun("invoke", probe, *PROBE, "--timeout", "1", "--event", '{"op": "sleep", "seconds": 30}',
-                    hang_guard=10)
+    run = lambdarun(
+        "invoke", probe, *PROBE, "--timeout", "1", "--event", '{"op": "sleep", "seconds": 30}', hang_guard=10
+    )
 
     assert run.returncode == 1
     assert json.loads(run.stdout)["errorType"] == "Sandbox.Timedout"
@@ -118,8 +119,9 @@ def test_provided_runtime_needs_no_handler(lambdarun: Run, functions: Path) -> N
     ([*PROBE, "--memory", "64"], "outside Lambda's range 128-10240 MB"),
 ], ids=["unknown-runtime", "missing-handler", "malformed-event", "reserved-variable", "env-without-value",
         "memory-too-small"])  # fmt: skip
-def test_bad_usage_exits_2_with_a_message(lambdarun: Run, probe: Path, tmp_path: Path, args: list[str],
-                                          message: str) -> None:
+def test_bad_usage_exits_2_with_a_message(
+    lambdarun: Run, probe: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
     run = lambdarun("invoke", probe, *args)
 
     assert run.returncode == 2
@@ -128,8 +130,7 @@ def test_bad_usage_exits_2_with_a_message(lambdarun: Run, probe: Path, tmp_path:
     assert list(tmp_path.glob("lambdarun-*")) == []
 
 
-def test_malformed_line_in_event_file_exits_2_naming_the_line(lambdarun: Run, probe: Path,
-                                                               tmp_path: Path) -> None:
+def test_malformed_line_in_event_file_exits_2_naming_the_line(lambdarun: Run, probe: Path, tmp_path: Path) -> None:
     event_file = tmp_path / "events.jsonl"
     event_file.write_text('{"n": 1}\n{"n": \n')
 
@@ -143,23 +144,37 @@ def test_malformed_line_in_event_file_exits_2_naming_the_line(lambdarun: Run, pr
 # -- nothing left behind
 
 
-def test_invoke_leaves_no_process_and_no_temp_dir(lambdarun: Run, probe: Path, tmp_path: Path, marker: str,
-                                                  processes_marked: Callable[[str], list[str]]) -> None:
+def test_invoke_leaves_no_process_and_no_temp_dir(
+    lambdarun: Run, probe: Path, tmp_path: Path, marker: str, processes_marked: Callable[[str], list[str]]
+) -> None:
     # The handler leaves a `sleep 300` running in a session of its own: it must go with the environment.
-    run = lambdarun("invoke", probe, *PROBE, "--env", f"TEST_MARKER={marker}",
-                    "--event", '{"op": "background"}')
+    run = lambdarun("invoke", probe, *PROBE, "--env", f"TEST_MARKER={marker}", "--event", '{"op": "background"}')
 
     assert run.returncode == 0, run.stderr
     assert processes_marked(marker) == []
     assert list(tmp_path.glob("lambdarun-*")) == []
 
 
-def test_ctrl_c_shuts_down_and_leaves_nothing_behind(probe: Path, tmp_path: Path, marker: str,
-                                                     processes_marked: Callable[[str], list[str]]) -> None:
-    command = [sys.executable, "-m", "lambdarun", "invoke", str(probe), *PROBE, "--timeout", "30",
-               "--env", f"TEST_MARKER={marker}", "--event", '{"op": "sleep", "seconds": 5}']
-    cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "TMPDIR": str(tmp_path)})
+def test_ctrl_c_shuts_down_and_leaves_nothing_behind(
+    probe: Path, tmp_path: Path, marker: str, processes_marked: Callable[[str], list[str]]
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "lambdarun",
+        "invoke",
+        str(probe),
+        *PROBE,
+        "--timeout",
+        "30",
+        "--env",
+        f"TEST_MARKER={marker}",
+        "--event",
+        '{"op": "sleep", "seconds": 5}',
+    ]
+    cli = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)}
+    )
     try:
         assert cli.stderr is not None
         seen = []

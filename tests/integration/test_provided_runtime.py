@@ -21,8 +21,7 @@ def report_line(result: InvokeResult) -> str:
 @pytest.fixture(scope="module")
 def bash_invokes(functions: Path) -> Iterator[list[InvokeResult]]:
     """Two invokes of the bash bootstrap in the code directory, in one environment."""
-    with Function(code=functions / "provided_bash", runtime="provided.al2023",
-                  handler="function.handler") as fn:
+    with Function(code=functions / "provided_bash", runtime="provided.al2023", handler="function.handler") as fn:
         yield [fn.invoke({"n": 1}), fn.invoke({"n": 2})]
 
 
@@ -54,8 +53,12 @@ def test_bash_bootstrap_init_start_names_the_runtime(bash_invokes: list[InvokeRe
 
 
 def test_bootstrap_from_a_layer_runs_at_opt_bootstrap(functions: Path, layers: Path) -> None:
-    with Function(code=functions / "provided_handler_only", runtime="provided.al2023",
-                  handler="function.handler", layers=[layers / "provided_bootstrap"]) as fn:
+    with Function(
+        code=functions / "provided_handler_only",
+        runtime="provided.al2023",
+        handler="function.handler",
+        layers=[layers / "provided_bootstrap"],
+    ) as fn:
         result = fn.invoke({"n": 1})
 
     assert result.function_error is None, result.payload
@@ -64,8 +67,7 @@ def test_bootstrap_from_a_layer_runs_at_opt_bootstrap(functions: Path, layers: P
 
 @pytest.fixture(scope="module")
 def error_invoke(functions: Path) -> InvokeResult:
-    with Function(code=functions / "provided_error", runtime="provided.al2023",
-                  handler="function.handler") as fn:
+    with Function(code=functions / "provided_error", runtime="provided.al2023", handler="function.handler") as fn:
         return fn.invoke({})
 
 
@@ -80,8 +82,9 @@ def test_bootstrap_posting_to_error_report_has_no_status(error_invoke: InvokeRes
 
 @pytest.fixture(scope="module")
 def no_bootstrap(functions: Path) -> InvokeResult:
-    with Function(code=functions / "provided_handler_only", runtime="provided.al2023",
-                  handler="function.handler") as fn:
+    with Function(
+        code=functions / "provided_handler_only", runtime="provided.al2023", handler="function.handler"
+    ) as fn:
         return fn.invoke({})
 
 

@@ -28,8 +28,7 @@ Pair = tuple[InvokeResult, InvokeResult]  # two invokes of one function, in orde
 @pytest.fixture(scope="module")
 def probe(functions: Path) -> Iterator[Function]:
     """One warm environment shared by the tests whose outcome does not depend on its state."""
-    with Function(code=functions / "python_probe", runtime="python3.11", handler="app.handler",
-                  name="probe") as fn:
+    with Function(code=functions / "python_probe", runtime="python3.11", handler="app.handler", name="probe") as fn:
         yield fn
 
 
@@ -257,8 +256,9 @@ def seen_env(functions: Path) -> dict[str, str | None]:
         "AWS_LAMBDA_RUNTIME_API", "AWS_EXECUTION_ENV", "AWS_LAMBDA_INITIALIZATION_TYPE",
         "AWS_LAMBDA_LOG_GROUP_NAME", "MY_SETTING", "LANG",
     ]  # fmt: skip
-    with probe_function(functions, name="env-probe", memory=256,
-                        env={"MY_SETTING": "from the user", "LANG": "C.UTF-8"}) as fn:
+    with probe_function(
+        functions, name="env-probe", memory=256, env={"MY_SETTING": "from the user", "LANG": "C.UTF-8"}
+    ) as fn:
         result: dict[str, str | None] = fn.invoke({"op": "env", "names": names}).json()
     return result
 
@@ -330,8 +330,7 @@ def test_python_layer_zip_is_importable(functions: Path, layers: Path, tmp_path:
     (["python_a", "python_b"], "layer b"),
     (["python_b", "python_a"], "layer a"),
 ], ids=["a-then-b", "b-then-a"])  # fmt: skip
-def test_later_layer_wins_for_the_same_file(functions: Path, layers: Path, order: list[str],
-                                            winner: str) -> None:
+def test_later_layer_wins_for_the_same_file(functions: Path, layers: Path, order: list[str], winner: str) -> None:
     with probe_function(functions, layers=[layers / name for name in order]) as fn:
         result = fn.invoke({"op": "import", "module": "mymod"})
 
@@ -421,7 +420,7 @@ def test_response_over_the_size_limit_is_function_error(probe: Function) -> None
     assert result.json() == {
         "errorType": "Function.ResponseSizeTooLarge",
         "errorMessage": f"Response payload size ({MAX_PAYLOAD + 1} bytes) exceeded maximum allowed payload "
-                        f"size ({MAX_PAYLOAD} bytes).",
+        f"size ({MAX_PAYLOAD} bytes).",
     }
 
 
@@ -448,9 +447,9 @@ def test_other_python_runtime_runs_the_handler(functions: Path, runtime: str) ->
 # -- nothing left behind
 
 
-def test_close_leaves_no_process_and_no_scratch_dir(functions: Path, tmp_path: Path, marker: str,
-                                                    processes_marked: Any,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_close_leaves_no_process_and_no_scratch_dir(
+    functions: Path, tmp_path: Path, marker: str, processes_marked: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with probe_function(functions, env={"TEST_MARKER": marker}) as fn:
         result = fn.invoke({"op": "background"})  # the handler also leaves a `sleep 300` running

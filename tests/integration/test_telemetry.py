@@ -58,8 +58,15 @@ REQUIRED = {
     "platform.logsDropped": {"droppedBytes", "droppedRecords", "reason"},
 }
 OPTIONAL = {
-    "platform.initStart": {"runtimeVersion", "runtimeVersionArn", "functionName", "functionVersion", "instanceId",
-                           "instanceMaxMemory", "tracing"},
+    "platform.initStart": {
+        "runtimeVersion",
+        "runtimeVersionArn",
+        "functionName",
+        "functionVersion",
+        "instanceId",
+        "instanceMaxMemory",
+        "tracing",
+    },
     "platform.initRuntimeDone": {"phase", "errorType", "spans", "tracing"},
     "platform.initReport": {"spans", "status", "errorType", "tracing"},
     "platform.start": {"version", "tracing", "tenantId"},
@@ -640,7 +647,8 @@ def test_subscription_accepted_and_logged(probed: tuple[Run, dict[str, Any], lis
     logs = info["result"].logs
     assert "TELEMETRY\tName: prober\tState: Subscribed\tTypes: [Platform, Function]" in logs
     assert logs.index("TELEMETRY\tName: prober\tState: Subscribed\tTypes: [Platform, Function]") < next(
-        i for i, line in enumerate(logs) if line.startswith("START RequestId:"))
+        i for i, line in enumerate(logs) if line.startswith("START RequestId:")
+    )
 
 
 def test_one_extension_cannot_use_both_apis(probed: tuple[Run, dict[str, Any], list[Any]]) -> None:
@@ -740,8 +748,14 @@ def test_cli_telemetry_file(tmp_path: Path) -> None:
         assert set(event) == {"time", "type", "record"} and TIME_RE.match(event["time"])
     types = [e["type"] for e in written]
     assert types[0] == "platform.initStart" and types[-1] == "lambdarun.shutdown"
-    for type_, count in (("platform.start", 2), ("platform.runtimeDone", 2), ("platform.end", 2),
-                         ("platform.report", 2), ("platform.telemetrySubscription", 1), ("platform.initReport", 1)):
+    for type_, count in (
+        ("platform.start", 2),
+        ("platform.runtimeDone", 2),
+        ("platform.end", 2),
+        ("platform.report", 2),
+        ("platform.telemetrySubscription", 1),
+        ("platform.initReport", 1),
+    ):
         assert types.count(type_) == count, type_  # fmt: skip
     assert [str(e["record"]) for e in written if e["type"] == "function"].count("from the cli") == 2
     # Everything the subscriber received is in the file, in the same order.

@@ -9,8 +9,12 @@ API = f"http://{os.environ['AWS_LAMBDA_RUNTIME_API']}"
 
 
 def _run() -> None:
-    request = urllib.request.Request(f"{API}/2020-01-01/extension/register", data=b'{"events": ["INVOKE"]}',
-                                     method="POST", headers={"Lambda-Extension-Name": "demo-internal"})
+    request = urllib.request.Request(
+        f"{API}/2020-01-01/extension/register",
+        data=b'{"events": ["INVOKE"]}',
+        method="POST",
+        headers={"Lambda-Extension-Name": "demo-internal"},
+    )
     with urllib.request.urlopen(request) as response:
         me = {"Lambda-Extension-Identifier": response.headers["Lambda-Extension-Identifier"]}
     while True:
