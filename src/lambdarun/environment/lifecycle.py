@@ -465,8 +465,8 @@ class Environment:
                 suppressed = True
         started = time.time()
         deadline = started + self.config.timeout_s
-        self.stream.emit(r.START, {"requestId": request.request_id, "version": self.config.version})
         run = _Run(request, started, deadline, init_ms, on_outcome)
+        self.stream.emit(r.START, run.traced({"requestId": request.request_id, "version": self.config.version}))
         if suppressed:
             # The suppressed init: Init again, inside the invoke, bounded by the function timeout (SPEC 4.1).
             init = await self._init("invoke", max(0.0, deadline - time.time()))
@@ -588,7 +588,7 @@ class Environment:
         metrics: dict[str, Any] = {"durationMs": ms(end - run.started)}
         if produced is not None:
             metrics["producedBytes"] = produced
-        record: dict[str, Any] = {"requestId": run.request.request_id, "status": status, "metrics": metrics}
+        record: dict[str, Any] = run.traced({"requestId": run.request.request_id, "status": status, "metrics": metrics})
         if error_type:
             record["errorType"] = error_type
         if spans:
@@ -613,11 +613,7 @@ class Environment:
         }
         if run.init_ms is not None:
             metrics["initDurationMs"] = run.init_ms
-        report: dict[str, Any] = {
-            "requestId": run.request.request_id,
-            "status": run.report_status,
-            "metrics": metrics,
-        }
+        report = run.traced({"requestId": run.request.request_id, "status": run.report_status, "metrics": metrics})
         if run.report_status == "error" and run.error_type:
             # Timeouts carry no error type in the report, as real REPORT lines show (`Status: timeout` alone).
             report["errorType"] = run.error_type
@@ -644,9 +640,16 @@ class Environment:
         an internal extension) before SIGKILL; then each external extension subscribed to SHUTDOWN gets the
         event and the rest of the budget, the others are killed; whatever is left at the deadline is killed.
         """
-        gen, self._gen = self._gen, None
+        gen = self._gen
         if gen is None:
             return
+        try:
+            await self._shutdown_sequence(gen, reason)
+        finally:
+            # Detached only now: extensions keep reaching their registry (and their SHUTDOWN) until the end.
+            self._gen = None
+
+    async def _shutdown_sequence(self, gen: Generation, reason: str) -> None:
         started = time.time()
         freeze.thaw(gen.processes)
         registered = gen.extensions.registered
@@ -758,6 +761,7 @@ class _Run:
         self._content_type = "application/json"
         self._function_error: str | None = None
         self._response_error_type: str | None = None
+        self._span_id: str | None = None
 
     def answer(self, reply: RuntimeReply) -> None:
         self.answered = True
@@ -785,6 +789,15 @@ class _Run:
         self._payload, self._content_type = error.payload, error.content_type
         self._function_error = "Unhandled"
         self._response_error_type = error.error_type
+
+    def traced(self, record: dict[str, Any]) -> dict[str, Any]:
+        """`record` with the invoke's tracing context when it has a trace id (SPEC 3.4 TraceContext); the span id
+        names the platform's span for this invoke."""
+        if self.request.trace_id:
+            if self._span_id is None:
+                self._span_id = os.urandom(8).hex()
+            record["tracing"] = {"spanId": self._span_id, "type": "X-Amzn-Trace-Id", "value": self.request.trace_id}
+        return record
 
     def response(self) -> InvokeResponse:
         return InvokeResponse(
