@@ -88,7 +88,7 @@ class Connection(asyncio.Protocol):
         self._disconnect_callbacks: list[Callable[[], None]] = []
         self._peek: socket.socket | None = None
         self._unconfirmed: Response | None = None  # the last event written here, until the client asks again
-        self._reset = False
+        self._peer_reset = False
         self._broken = False
         self._replay = b""
         self._reset_message()
@@ -149,7 +149,7 @@ class Connection(asyncio.Protocol):
         if exc is not None or (self._unconfirmed is not None and self._socket_error()):
             # A reset: the client closed with our last response unread (Linux sends RST, not FIN, then); or it
             # had closed just before the event was written, and its kernel refused the data (SO_ERROR is set).
-            self._reset = True
+            self._peer_reset = True
             unconfirmed, self._unconfirmed = self._unconfirmed, None
             if unconfirmed is not None and unconfirmed.undelivered is not None:
                 unconfirmed.undelivered()
@@ -306,7 +306,7 @@ class Connection(asyncio.Protocol):
     def lost_unread(self) -> bool:
         """Whether the client threw away what was last written here: it reset the connection. A long-poll client
         that timed out and closed as an event arrived does this; one that read the event closes with a FIN."""
-        if self._reset:
+        if self._peer_reset:
             return True
         if self._closed or self._peek is None:
             return False
