@@ -151,12 +151,27 @@ class Function:
         assert self._env is not None
         return self._env.stream.subscribe(reader)
 
-    def start_invoke(self, event: Any = None, *, payload: bytes | None = None, **options: Any) -> PendingInvoke:
-        """Begin an invoke; `event` is JSON-encoded unless raw `payload` bytes are given."""
+    def start_invoke(
+        self,
+        event: Any = None,
+        *,
+        payload: bytes | None = None,
+        request_id: str | None = None,
+        trace_id: str | None = None,
+        client_context: str | None = None,
+        cognito_identity: str | None = None,
+        tenant_id: str | None = None,
+    ) -> PendingInvoke:
+        """Begin an invoke; `event` is JSON-encoded unless raw `payload` bytes are given. `trace_id` is an X-Ray
+        header (`Root=…;Parent=…;Sampled=1`), `client_context` and `cognito_identity` JSON text, as the runtime's
+        `Lambda-Runtime-*` headers carry them (SPEC 1.2)."""
         self.start()
         assert self._env is not None and self._loop is not None
         body = payload if payload is not None else json.dumps({} if event is None else event).encode()
-        request = InvokeRequest(body, **options)
+        request = InvokeRequest(body, trace_id=trace_id, client_context=client_context,
+                                cognito_identity=cognito_identity, tenant_id=tenant_id)  # fmt: skip
+        if request_id is not None:
+            request.request_id = request_id
         response: concurrent.futures.Future[InvokeResponse] = concurrent.futures.Future()
         outcome: concurrent.futures.Future[InvokeOutcome] = concurrent.futures.Future()
 
@@ -178,8 +193,9 @@ class Function:
         self._pending = [(t, o) for t, o in self._pending if not t.done()] + [(task, outcome)]
         return PendingInvoke(response, outcome)
 
-    def invoke(self, event: Any = None, *, payload: bytes | None = None, **options: Any) -> InvokeResult:
-        return self.start_invoke(event, payload=payload, **options).result()
+    def invoke(self, event: Any = None, **options: Any) -> InvokeResult:
+        """Invoke and wait until the invoke has ended (every extension back in `next`); options as start_invoke."""
+        return self.start_invoke(event, **options).result()
 
     def close(self) -> None:
         """Shut the environment down (the shutdown sequence), kill what is left and remove its files."""
