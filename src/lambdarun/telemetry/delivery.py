@@ -50,7 +50,6 @@ class Subscriber:
         self._wake = asyncio.Event()
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.StreamReader | None = None
-        self.batches_sent = 0
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"telemetry-{name}")
 
     def update(self, subscription: Subscription) -> None:
@@ -102,20 +101,19 @@ class Subscriber:
 
     # -- the sending task
     async def _run(self) -> None:
-        buffering = self.subscription.buffering
         while True:
             if not self._queue and not self._dropped_records:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            due = (self._first_at or time.monotonic()) + buffering.timeout_ms / 1000
+            # Read each round: a repeated subscription may have changed the buffering.
+            due = (self._first_at or time.monotonic()) + self.subscription.buffering.timeout_ms / 1000
             while not self._batch_due(due):
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(0.0, due - time.monotonic()))
             batch, events = self._take_batch()
             await self._send_until_done(batch)
-            self.batches_sent += 1
             self._sent += events
             if self._sent >= self._flush_target:
                 self._flushed.set()
