@@ -178,16 +178,16 @@ class ExtensionRegistry:
     def lookup(self, identifier: str | None) -> Extension:
         if not identifier:
             raise ExtensionError("Extension.MissingExtensionIdentifier", "Missing Lambda-Extension-Identifier header")
+        ext = self._by_id.get(identifier)  # a known id is a valid one: parse only the others (every call does this)
+        if ext is not None:
+            return ext
         try:
             uuid.UUID(identifier)
         except ValueError:
             raise ExtensionError(
                 "Extension.InvalidExtensionIdentifier", f"Invalid Lambda-Extension-Identifier: {identifier}"
             ) from None
-        ext = self._by_id.get(identifier)
-        if ext is None:
-            raise ExtensionError("Extension.UnknownExtensionIdentifier", f"Unknown extension {identifier}")
-        return ext
+        raise ExtensionError("Extension.UnknownExtensionIdentifier", f"Unknown extension {identifier}")
 
     def next_requested(self, ext: Extension) -> dict[str, Any] | None:
         """An `/event/next` arrived: the event to return now, or None when the caller must park."""

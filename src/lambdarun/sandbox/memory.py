@@ -17,8 +17,9 @@ class MemoryMeter:
     """Sums VmHWM over every process of the environment (bwrap's own supervisors excepted)."""
 
     def __init__(self) -> None:
-        self._status: dict[int, int | None] = {}  # pid -> fd of /proc/pid/status, None for bwrap processes
+        self._status: dict[int, int | None] = {}  # pid -> fd of /proc/pid/status, None when not read any more
         self._children: dict[int, int] = {}  # pid -> fd of /proc/pid/task/pid/children
+        self._supervisors: dict[int, list[int] | None] = {}  # bwrap pid -> its children, once read: they never change
 
     def max_used_mb(self, processes: Iterable[Process]) -> int:
         """Live processes are read from /proc; one that has exited counts with the peak its exit reported, so a
@@ -38,11 +39,12 @@ class MemoryMeter:
         data = self._read(self._status, pid)
         if data is None:
             return 0
-        if data.startswith(b"Name:\tbwrap"):
+        if data.startswith(b"Name:\tbwrap"):  # bwrap's own processes are not the function's memory
             fd = self._status[pid]
             if fd is not None:
                 os.close(fd)
             self._status[pid] = None
+            self._supervisors[pid] = None
             return 0
         start = data.find(b"VmHWM:")
         if start < 0:
@@ -52,13 +54,19 @@ class MemoryMeter:
         return 0
 
     def _child_pids(self, pid: int) -> list[int]:
+        known = self._supervisors.get(pid)
+        if known is not None:
+            return known
         if pid not in self._children:
             fd = _open(f"/proc/{pid}/task/{pid}/children")
             if fd is None:
                 return []
             self._children[pid] = fd
         data = self._read(self._children, pid)  # type: ignore[arg-type]
-        return [int(c) for c in data.split()] if data else []
+        children = [int(c) for c in data.split()] if data else []
+        if children and pid in self._supervisors:
+            self._supervisors[pid] = children
+        return children
 
     @staticmethod
     def _read(fds: dict[int, int | None], pid: int) -> bytes | None:
@@ -79,6 +87,7 @@ class MemoryMeter:
                     os.close(fd)
         self._status.clear()
         self._children.clear()
+        self._supervisors.clear()
 
 
 def _open(path: str) -> int | None:
