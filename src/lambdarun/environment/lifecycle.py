@@ -211,7 +211,7 @@ class Environment:
             function_version=self.config.version,
             memory_mb=self.config.memory_mb,
             region=self.config.region,
-            runtime_api=f"{self._server.host}:{self._server.port}",
+            runtime_api=self.runtime_api,
             log_stream=self.log_stream,
             handler=self.config.handler,
             task_root=view.paths.task,

@@ -5,7 +5,6 @@ Only a reader of the event stream: every figure here was computed once, by whoev
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from . import records as r
@@ -80,7 +79,3 @@ def report_line(rec: dict[str, Any]) -> str:
         if rec.get("errorType"):
             parts.append(f"Error Type: {rec['errorType']}")
     return "\t".join(parts) + "\t"
-
-
-def billed_ms(duration_ms: float) -> int:
-    return max(1, math.ceil(duration_ms))
