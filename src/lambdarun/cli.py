@@ -18,7 +18,7 @@ import click
 from .config import ConfigError
 from .function import Function
 from .runtimes.registry import RuntimeUnavailable, all_runtimes
-from .telemetry.records import Event
+from .telemetry.records import Event, FunctionLog
 from .telemetry.text import text_line
 
 
@@ -77,8 +77,8 @@ def _log_printer(json_format: bool) -> Callable[[Event], None]:
     def print_log(event: Event) -> None:
         if json_format and event.type.startswith("platform."):
             line: str | None = json.dumps(event.envelope())
-        elif isinstance(event.record, dict) and event.type in ("function", "extension"):
-            line = json.dumps(event.record)
+        elif isinstance(event.data, FunctionLog) and isinstance(event.data.record, dict):
+            line = json.dumps(event.data.record)
         else:
             line = text_line(event)
         if line is not None:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import FunctionConfig
-from .environment.lifecycle import Environment, InvokeOutcome, InvokeRequest, InvokeResponse
+from .core.outcomes import ResetReason, Status
+from .environment.environment import Environment
+from .environment.invoke import InvokeOutcome, InvokeRequest, InvokeResponse
 from .loop import LoopThread
 from .telemetry import records as r
 from .telemetry.records import Event
@@ -25,35 +27,25 @@ class InvokeResult:
     payload: bytes
     content_type: str
     function_error: str | None  # "Unhandled" when the function or the platform failed (X-Amz-Function-Error)
-    error_type: str | None  # errorType of the error payload, or the platform's error type
-    status: str  # success | error | timeout | failure, as the REPORT says
-    report: dict[str, Any]  # the platform.report record: metrics and status
+    error_type: (
+        str | None
+    )  # the error's type: the runtime's own (header, else errorType of its body), or the platform's
+    report: r.Report  # the platform.report record: status, error type, metrics, post-runtime extension time
     events: list[Event]  # the event stream from the invoke's arrival to its REPORT
 
     @classmethod
     def of(cls, outcome: InvokeOutcome) -> InvokeResult:
         response = outcome.response
-        error_type = response.error_type
-        if response.function_error and response.content_type.startswith("application/json"):
-            try:
-                body = json.loads(response.payload)
-                if isinstance(body, dict) and isinstance(body.get("errorType"), str):
-                    error_type = body["errorType"]
-            except ValueError:
-                pass
-        return cls(
-            response.request_id,
-            response.payload,
-            response.content_type,
-            response.function_error,
-            error_type,
-            outcome.status,
-            outcome.report,
-            outcome.events,
-        )
+        return cls(response.request_id, response.payload, response.content_type, response.function_error,
+                   response.error_type, outcome.report, outcome.events)  # fmt: skip
 
     def json(self) -> Any:
         return json.loads(self.payload)
+
+    @property
+    def status(self) -> Status:
+        """success | error | timeout | failure, as the REPORT says."""
+        return self.report.status
 
     @property
     def logs(self) -> list[str]:
@@ -66,17 +58,17 @@ class InvokeResult:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        metrics: dict[str, Any] = self.report["metrics"]
+        """The report's metrics as the Telemetry API sends them."""
+        metrics: dict[str, Any] = self.report.wire()["metrics"]
         return metrics
 
     @property
     def duration_ms(self) -> float:
-        return float(self.metrics["durationMs"])
+        return self.report.duration_ms
 
     @property
     def init_duration_ms(self) -> float | None:
-        value = self.metrics.get("initDurationMs")
-        return None if value is None else float(value)
+        return self.report.init_duration_ms
 
 
 class PendingInvoke:
@@ -205,7 +197,7 @@ class Function:
             if not outcome.done():
                 task.cancel()  # an invoke still running is abandoned; one that ended may still be resetting
         try:
-            self._loop.run(self._env.shutdown("spindown"))
+            self._loop.run(self._env.shutdown(ResetReason.SPINDOWN))
         finally:
             self._loop.stop()
             self._loop = self._env = None

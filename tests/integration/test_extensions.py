@@ -145,8 +145,8 @@ def test_report_extension_overhead_counts_the_extension_time_after_the_runtime(t
     with recorded_function([layer], env=options("sleepy", sleep_after_invoke=1.0)) as rec:
         result = rec.fn.invoke({})
     done = rec.one(r.RUNTIME_DONE, requestId=result.request_id)
-    spans = {s["name"]: s for s in result.report["spans"]}
-    overhead = spans["extensionOverhead"]["durationMs"]
+    overhead = result.report.post_runtime_extensions_ms
+    assert overhead is not None
     runtime_ms = done.record["metrics"]["durationMs"]
     assert overhead >= 1000 - runtime_ms
     assert overhead < 1500
@@ -197,8 +197,8 @@ def test_extension_crash_fails_the_invoke_and_the_next_invoke_starts_a_fresh_ini
         third = rec.fn.invoke({})
     assert first.status == "success"
     assert crashed.status == "error"
-    assert crashed.report["status"] == "error"
-    assert crashed.report["errorType"] == "Extension.Crash"
+    assert crashed.report.status == "error"
+    assert crashed.report.error_type == "Extension.Crash"
     assert any(line.endswith("Status: error\tError Type: Extension.Crash\t") for line in crashed.logs)
     assert third.status == "success"
     assert third.json() == {"requestId": third.request_id}
@@ -332,6 +332,6 @@ def test_eleven_extensions_fail_init_with_the_extension_limit(tmp_path: Path) ->
     assert [e.record["phase"] for e in reports] == ["init", "invoke"]
     assert all(e.record["status"] == "error" for e in reports)
     assert all(e.record["errorType"] == "Extension.LaunchError" for e in reports)
-    assert result.report["status"] == "error"
-    assert result.report["errorType"] == "Extension.LaunchError"
+    assert result.report.status == "error"
+    assert result.report.error_type == "Extension.LaunchError"
     assert rec.of_type(r.EXTENSION_LOG) == [], "no extension may start when there are too many"

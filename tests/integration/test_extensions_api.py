@@ -148,8 +148,8 @@ def test_extension_init_error_fails_init_with_extension_init_error(tmp_path: Pat
         ("init", "error", "Extension.InitError"),
         ("invoke", "error", "Extension.InitError"),
     ]
-    assert result.report["status"] == "error"
-    assert result.report["errorType"] == "Extension.InitError"
+    assert result.report.status == "error"
+    assert result.report.error_type == "Extension.InitError"
 
 
 def test_extension_exit_error_fails_the_invoke_and_resets(tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_extension_exit_error_fails_the_invoke_and_resets(tmp_path: Path) -> Non
     assert rec.lines("breaking", "EXIT_ERROR") == ['202 {"status":"OK"}']
     assert first.status == "success"
     assert broken.status == "error"
-    assert broken.report["errorType"] == "Extension.ExitError"
+    assert broken.report.error_type == "Extension.ExitError"
     assert any(line.endswith("Status: error\tError Type: Extension.ExitError\t") for line in broken.logs)
     # The reset: a failure shutdown right after the broken invoke's REPORT, then a fresh Init that works.
     report = rec.one(r.REPORT, requestId=broken.request_id)

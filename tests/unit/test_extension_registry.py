@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from lambdarun.environment.extensions import ExtensionError, ExtensionRegistry, ExtensionState
+from lambdarun.core.errors import InvalidStateTransition
+from lambdarun.core.extensions import ExtensionError, ExtensionRegistry, ExtensionState
 
 
 def _registry() -> ExtensionRegistry:
@@ -122,6 +123,7 @@ def test_exit_error_makes_the_generation_fail() -> None:
         ext, _ = registry.register("x", {}, None)
         registry.exit_error(ext, "Extension.Boom")
         assert registry.fatal.result()[0] == "Extension.ExitError"
-        assert _error_type(lambda: registry.next_requested(ext)) == "Extension.InvalidExtensionState"
+        with pytest.raises(InvalidStateTransition, match="from ExitError to Ready failed for extension"):
+            registry.next_requested(ext)
 
     asyncio.run(scenario())

@@ -6,14 +6,14 @@ import asyncio
 
 import pytest
 
-from lambdarun.environment.runtime import (
+from lambdarun.core.errors import InvalidStateTransition
+from lambdarun.core.runtime import (
     InitErrorReport,
     InvalidRequestId,
     Invocation,
     RuntimeChannel,
     RuntimeReply,
     RuntimeState,
-    StateError,
 )
 
 
@@ -94,7 +94,7 @@ def test_second_response_is_an_invalid_state_transition() -> None:
         channel.next_requested()
         channel.assign(_invocation())
         channel.reply_received("r1", _reply())
-        with pytest.raises(StateError, match="from ResponseSent to InvocationErrorResponse"):
+        with pytest.raises(InvalidStateTransition, match="from ResponseSent to InvocationErrorResponse"):
             channel.reply_received("r1", _reply(is_error=True))
 
     run(scenario)
@@ -118,7 +118,7 @@ def test_init_error_only_before_the_first_next() -> None:
     async def scenario() -> None:
         channel = RuntimeChannel()
         channel.next_requested()
-        with pytest.raises(StateError, match="from Ready to InitError"):
+        with pytest.raises(InvalidStateTransition, match="from Ready to InitError"):
             channel.init_error_received(InitErrorReport(b"{}", "application/json", None))
 
     run(scenario)
@@ -128,7 +128,7 @@ def test_init_error_is_terminal() -> None:
     async def scenario() -> None:
         channel = RuntimeChannel()
         channel.init_error_received(InitErrorReport(b"{}", "application/json", "Runtime.ImportModuleError"))
-        with pytest.raises(StateError):
+        with pytest.raises(InvalidStateTransition):
             channel.next_requested()
 
     run(scenario)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from lambdarun.core.errors import sanitize_error_type
+from lambdarun.core.outcomes import Status
 from lambdarun.environment import env_vars
-from lambdarun.environment.errors import sanitize_error_type
+from lambdarun.telemetry import records as r
 from lambdarun.telemetry import subscriptions as subs
 from lambdarun.telemetry.records import Event, iso_time
 from lambdarun.telemetry.text import report_line, text_line
@@ -105,9 +107,9 @@ def test_validation_errors_name_the_wrong_field(override: dict[str, object], fie
 def test_the_logs_api_defaults_its_schema_and_carries_its_own_platform_events() -> None:
     subscription = subs.parse(subs.LOGS, {"types": ["platform"], "destination": {"protocol": "TCP", "port": 9999}})
     assert subscription.schema == "2020-08-15"
-    assert subscription.wants(Event("platform.end", {"requestId": "r"}))
-    assert not subscription.wants(Event("platform.initStart", {}))
-    assert not subscription.wants(Event("platform.runtimeDone", {"requestId": "r", "status": "success"}))
+    assert subscription.wants(Event(r.End("r")))
+    assert not subscription.wants(Event(r.InitStart(r.Phase.INIT, "python:3.12", "f", "$LATEST", "i", 128)))
+    assert not subscription.wants(Event(r.RuntimeDone("r", Status.SUCCESS, 1.0)))
 
 
 def test_time_has_millisecond_precision_in_utc() -> None:
@@ -115,8 +117,8 @@ def test_time_has_millisecond_precision_in_utc() -> None:
 
 
 def test_report_line_reads_like_cloudwatch() -> None:
-    record = {"requestId": "id", "status": "timeout", "metrics": {"durationMs": 3000.0, "billedDurationMs": 3000,
-              "memorySizeMB": 128, "maxMemoryUsedMB": 40}}  # fmt: skip
+    record = r.Report("id", Status.TIMEOUT, duration_ms=3000.0, billed_duration_ms=3000, memory_size_mb=128,
+                      max_memory_used_mb=40)  # fmt: skip
     assert report_line(record) == (
         "REPORT RequestId: id\tDuration: 3000.00 ms\tBilled Duration: 3000 ms\tMemory Size: 128 MB\t"
         "Max Memory Used: 40 MB\tStatus: timeout\t"
@@ -124,8 +126,7 @@ def test_report_line_reads_like_cloudwatch() -> None:
 
 
 def test_failed_init_reads_as_init_report() -> None:
-    record = {"phase": "init", "status": "error", "errorType": "Runtime.ImportModuleError",
-              "metrics": {"durationMs": 150.789}}  # fmt: skip
-    assert text_line(Event("platform.initReport", record)) == (
+    record = r.InitReport(r.Phase.INIT, Status.ERROR, 150.789, "Runtime.ImportModuleError")
+    assert text_line(Event(record)) == (
         "INIT_REPORT Init Duration: 150.79 ms\tPhase: init\tStatus: error\tError Type: Runtime.ImportModuleError"
     )

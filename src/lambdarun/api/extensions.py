@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from ..environment.extensions import Extension, ExtensionError, ExtensionRegistry
+from ..core.current import Current
+from ..core.errors import InvalidStateTransition
+from ..core.extensions import Extension, ExtensionError
 from .errors import accepted, error, method_not_allowed, not_found
-from .http import Request, Response
+from .http import Connection, Request, Response
 
 ID_HEADER = "Lambda-Extension-Identifier"
 ERROR_TYPE_HEADER = "lambda-extension-function-error-type"
@@ -19,14 +20,11 @@ ERROR_TYPE_HEADER = "lambda-extension-function-error-type"
 class ExtensionsAPI:
     PREFIX = "/2020-01-01"
 
-    def __init__(self, registry: Callable[[], ExtensionRegistry | None]) -> None:
-        self._registry = registry
-
-    def _current(self) -> ExtensionRegistry:
-        registry = self._registry()
-        if registry is None:
-            raise LookupError("no environment generation is running")
-        return registry
+    def __init__(self, current: Current) -> None:
+        self._current = current
+        # The connection that carried each extension's last event: if that poll was abandoned with the event
+        # unread, the next poll gets it again (a transport fact the registry is told, never asks for).
+        self._carriers: dict[str, Connection] = {}
 
     async def handle(self, request: Request) -> Response:
         parts = request.path[len(self.PREFIX) :].strip("/").split("/")
@@ -49,10 +47,12 @@ class ExtensionsAPI:
                     return method_not_allowed(request.method, request.path)
         except ExtensionError as exc:
             return error(exc.status, exc.error_type, str(exc))
+        except InvalidStateTransition as exc:
+            return error(403, "Extension.InvalidExtensionState", str(exc))
         return not_found(request.path)
 
     def _register(self, request: Request) -> Response:
-        registry = self._current()
+        registry = self._current().extensions
         try:
             body: Any = json.loads(request.body) if request.body.strip() else None
         except ValueError as exc:
@@ -65,9 +65,10 @@ class ExtensionsAPI:
         return Response.json(200, info, [(ID_HEADER, ext.id)])
 
     async def _next(self, request: Request) -> Response:
-        registry = self._current()
+        registry = self._current().extensions
         ext = registry.lookup(request.header(ID_HEADER))
-        event = registry.next_requested(ext)
+        carrier = self._carriers.pop(ext.id, None)
+        event = registry.next_requested(ext, previous_lost=carrier is not None and carrier.lost_unread())
         if event is None:
             waiter = registry.park(ext)
             try:
@@ -78,12 +79,11 @@ class ExtensionsAPI:
                 elif waiter in ext.waiters:
                     ext.waiters.remove(waiter)
                 raise
-        response = _render(ext, event)
-        ext.handed_out(event, request.connection.lost_unread)
-        return response
+        self._carriers[ext.id] = request.connection
+        return _render(ext, event)
 
     def _report_error(self, request: Request, init: bool) -> Response:
-        registry = self._current()
+        registry = self._current().extensions
         ext = registry.lookup(request.header(ID_HEADER))
         error_type = request.header(ERROR_TYPE_HEADER)
         if not error_type:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from ..core.current import NoGeneration
 from .errors import error, not_found, too_large
 from .http import Request, Response
 
@@ -27,5 +28,5 @@ class Router:
             return not_found(request.path)
         try:
             return await route(request)
-        except LookupError as exc:  # no generation is running to answer (between a reset and the next init)
+        except NoGeneration as exc:  # between a reset and the next init, or after shutdown
             return error(500, "InternalServerError", f"Internal Server Error: {exc}")

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
 
-from ..environment.errors import MAX_PAYLOAD
-from ..environment.runtime import (
-    InitErrorReport,
-    InvalidRequestId,
-    Invocation,
-    RuntimeChannel,
-    RuntimeReply,
-    StateError,
-)
+from ..core.current import Current
+from ..core.errors import MAX_PAYLOAD, InvalidStateTransition
+from ..core.runtime import InitErrorReport, InvalidRequestId, Invocation, RuntimeChannel, RuntimeReply
 from .errors import accepted, error, method_not_allowed, not_found, too_large
 from .http import Request, Response
 
@@ -27,8 +19,8 @@ RESPONSE_MODE_HEADER = "lambda-runtime-function-response-mode"
 class RuntimeAPI:
     PREFIX = "/2018-06-01"
 
-    def __init__(self, channel: Callable[[], RuntimeChannel | None]) -> None:
-        self._channel = channel
+    def __init__(self, current: Current) -> None:
+        self._current = current
 
     async def handle(self, request: Request) -> Response:
         parts = request.path[len(self.PREFIX) :].strip("/").split("/")
@@ -52,17 +44,11 @@ class RuntimeAPI:
                 return method_not_allowed(request.method, request.path)
         return not_found(request.path)
 
-    def _current(self) -> RuntimeChannel:
-        channel = self._channel()
-        if channel is None:
-            raise _NoRuntime
-        return channel
-
     async def _next(self, request: Request) -> Response:
-        channel = self._current()
+        channel = self._current().channel
         try:
             invocation = channel.next_requested()
-        except StateError as exc:
+        except InvalidStateTransition as exc:
             return error(403, "InvalidStateTransition", str(exc))
         if invocation is None:
             waiter = channel.park()
@@ -79,13 +65,13 @@ class RuntimeAPI:
 
     @staticmethod
     def _render(channel: RuntimeChannel, invocation: Invocation) -> Response:
-        invocation.delivered_at = time.time()
+        channel.delivered(invocation)
         return Response(
             200, invocation.payload, invocation.headers(), undelivered=lambda: channel.undelivered(invocation)
         )
 
     def _reply(self, request: Request, request_id: str, is_error: bool) -> Response:
-        channel = self._current()
+        channel = self._current().channel
         mode = request.header(RESPONSE_MODE_HEADER)
         if mode is not None:
             # Response streaming is a later capability; until then every mode header gets the documented
@@ -96,18 +82,11 @@ class RuntimeAPI:
                     "errorMessage": f"Invalid function response mode: {mode}",
                 }
             ).encode()
-            reply = RuntimeReply(
-                body,
-                "application/json",
-                True,
-                "Runtime.InvalidResponseModeHeader",
-                request.started,
-                time.time(),
-            )
+            reply = RuntimeReply(body, "application/json", True, "Runtime.InvalidResponseModeHeader", request.started)
             failure = self._deliver(channel, request_id, reply)
             return failure or error(400, "InvalidFunctionResponseMode", "Invalid function response mode")
         if request.oversized and not is_error:
-            reply = RuntimeReply(b"", "", True, None, request.started, time.time(), oversized_size=request.body_size)
+            reply = RuntimeReply(b"", "", True, None, request.started, oversized_size=request.body_size)
             failure = self._deliver(channel, request_id, reply)
             return failure or too_large(MAX_PAYLOAD)
         if request.oversized:
@@ -116,7 +95,7 @@ class RuntimeAPI:
             payload, content_type, error_type = _error_body(request)
         else:
             payload, content_type, error_type = request.body, request.header("content-type") or "", None
-        reply = RuntimeReply(payload, content_type, is_error, error_type, request.started, time.time())
+        reply = RuntimeReply(payload, content_type, is_error, error_type, request.started)
         return self._deliver(channel, request_id, reply) or accepted()
 
     @staticmethod
@@ -125,12 +104,12 @@ class RuntimeAPI:
             channel.reply_received(request_id, reply)
         except InvalidRequestId:
             return error(400, "InvalidRequestID", "Invalid request ID")
-        except StateError as exc:
+        except InvalidStateTransition as exc:
             return error(403, "InvalidStateTransition", str(exc))
         return None
 
     def _init_error(self, request: Request) -> Response:
-        channel = self._current()
+        channel = self._current().channel
         if request.oversized:
             return too_large(MAX_PAYLOAD)
         payload, content_type, error_type = _error_body(request)
@@ -143,13 +122,9 @@ class RuntimeAPI:
                 content_type = "application/octet-stream"
         try:
             channel.init_error_received(InitErrorReport(payload, content_type, error_type))
-        except StateError as exc:
+        except InvalidStateTransition as exc:
             return error(403, "InvalidStateTransition", str(exc))
         return accepted()
-
-
-class _NoRuntime(LookupError):
-    pass
 
 
 def _error_body(request: Request) -> tuple[bytes, str, str | None]:

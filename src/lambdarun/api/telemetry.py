@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
-from ..environment.extensions import ExtensionError, ExtensionRegistry
-from ..telemetry.delivery import SubscriptionError, TelemetryHub
+from ..core.current import Current
+from ..core.extensions import ExtensionError
+from ..telemetry.delivery import SubscriptionError
 from ..telemetry.subscriptions import LOGS, TELEMETRY, ValidationError, parse
 from .errors import error, method_not_allowed, not_found
 from .extensions import ID_HEADER
 from .http import Request, Response
-
-Current = Callable[[], tuple[ExtensionRegistry, TelemetryHub] | None]
 
 
 class SubscriptionAPI:
@@ -31,12 +29,9 @@ class SubscriptionAPI:
             return not_found(request.path)
         if request.method != "PUT" and not (self.api == LOGS and request.method == "POST"):
             return method_not_allowed(request.method, request.path)
-        current = self._current()
-        if current is None:
-            raise LookupError("no environment generation is running")
-        registry, hub = current
+        generation = self._current()
         try:
-            ext = registry.lookup(request.header(ID_HEADER))
+            ext = generation.extensions.lookup(request.header(ID_HEADER))
         except ExtensionError as exc:
             return error(exc.status, exc.error_type, str(exc))
         try:
@@ -46,7 +41,7 @@ class SubscriptionAPI:
             message = str(exc) if isinstance(exc, ValidationError) else f"request body is not valid JSON: {exc}"
             return error(400, self._validation_type, message)
         try:
-            hub.subscribe(ext.name, subscription)
+            generation.subscriptions.subscribe(ext.name, subscription)
         except SubscriptionError as exc:
             return error(exc.status, exc.error_type, str(exc))
         return Response.json(200, "OK")

@@ -70,6 +70,9 @@ class Process:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signum)
 
+    async def kill(self) -> None:
+        await kill_all([self])
+
 
 async def spawn(
     name: str,

@@ -14,7 +14,6 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import httptools
 
@@ -129,9 +128,8 @@ class Subscriber:
         batch: list[bytes] = []
         notice = bool(self._dropped_records)
         if notice:
-            dropped = {"droppedRecords": self._dropped_records, "droppedBytes": self._dropped_bytes,
-                       "reason": DROP_REASON}  # fmt: skip
-            batch.append(json.dumps(Event(r.LOGS_DROPPED, dropped).envelope(), separators=(",", ":")).encode())
+            dropped = r.LogsDropped(self._dropped_records, self._dropped_bytes, DROP_REASON)
+            batch.append(json.dumps(Event(dropped).envelope(), separators=(",", ":")).encode())
             self._dropped_records = self._dropped_bytes = 0
         size = 0
         while self._queue and len(batch) < buffering.max_items and (not batch or size < buffering.max_bytes):
@@ -212,16 +210,11 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 class TelemetryHub:
     """The subscribers of one generation, fed from the environment's event stream."""
 
-    def __init__(self, emit: Callable[[str, dict[str, Any]], Event]) -> None:
+    def __init__(self, emit: Callable[[r.Record], Event]) -> None:
         self._emit = emit
         self._subscribers: dict[tuple[str, str], Subscriber] = {}
         self._backlog: list[Event] | None = []  # init-phase events, replayed to each subscriber until closed
         self.open = True
-
-    def update(self, subscription: Subscription) -> None:
-        """The settings of a repeated subscription replace the old ones; nothing is sent twice."""
-        self.subscription = subscription
-        self._limit = 4 * subscription.buffering.max_bytes  # queued bytes beyond which log records are dropped
 
     def offer(self, event: Event) -> None:
         if self._backlog is not None:
@@ -250,8 +243,8 @@ class TelemetryHub:
         for event in self._backlog or []:
             subscriber.offer(event)
         self._subscribers[(extension, api)] = subscriber
-        kind = r.TELEMETRY_SUBSCRIPTION if api == TELEMETRY else r.LOGS_SUBSCRIPTION
-        self._emit(kind, {"name": extension, "state": "Subscribed", "types": list(subscription.types)})
+        kind = r.TelemetrySubscription if api == TELEMETRY else r.LogsSubscription
+        self._emit(kind(extension, subscription.types))
 
     def close_subscriptions(self) -> None:
         self.open = False

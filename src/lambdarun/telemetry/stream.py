@@ -1,4 +1,4 @@
-"""The event stream of one environment: readers subscribe, the environment emits."""
+"""The event stream of one environment: readers subscribe, the environment's flows emit typed records."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ class EventStream:
         self._readers.append(reader)
         return lambda: self._readers.remove(reader) if reader in self._readers else None
 
-    def emit(self, type_: str, record: Record, at: float | None = None) -> Event:
-        event = Event(type_, record) if at is None else Event(type_, record, at)
+    def emit(self, record: Record, at: float | None = None) -> Event:
+        event = Event(record) if at is None else Event(record, at)
         for reader in list(self._readers):
             reader(event)
         return event

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.outcomes import Status
 from . import records as r
 from .records import Event
 
@@ -68,27 +69,29 @@ class Subscription:
     def render(self, event: Event) -> dict[str, Any]:
         """The event as this subscriber's API and schema version show it."""
         envelope = event.envelope()
-        record = envelope["record"]
-        if not isinstance(record, dict):
-            return envelope
+        data = event.data
         if self.api == LOGS:
-            envelope["record"] = _logs_record(event.type, record)
-        elif self.schema == "2022-07-01" and event.type in (r.INIT_REPORT, r.REPORT):
+            record = _logs_record(data)
+            if record is not None:
+                envelope["record"] = record
+        elif self.schema == "2022-07-01" and isinstance(data, r.InitReport | r.Report):
             # The first schema has no status or errorType on reports (SPEC 3.4) [UNCONFIRMED exact diff].
-            envelope["record"] = {k: v for k, v in record.items() if k not in ("status", "errorType")}
+            envelope["record"] = {k: v for k, v in envelope["record"].items() if k not in ("status", "errorType")}
         return envelope
 
 
-def _logs_record(type_: str, record: dict[str, Any]) -> dict[str, Any]:
-    if type_ == r.REPORT:
-        return {"requestId": record["requestId"], "metrics": record["metrics"]}
-    if type_ == r.RUNTIME_DONE:
-        # The Logs API knows success, failure and timeout only (SPEC 3.6): a function error reads as failure.
-        status = "failure" if record["status"] == "error" else record["status"]
-        return {"requestId": record["requestId"], "status": status}
-    if type_ == r.START:
-        return {"requestId": record["requestId"], "version": record.get("version", "$LATEST")}
-    return record
+def _logs_record(data: r.Record) -> dict[str, Any] | None:
+    """The Logs API's own shape of a record, where it differs from the Telemetry API's."""
+    match data:
+        case r.Report():
+            return {"requestId": data.request_id, "metrics": data.wire()["metrics"]}
+        case r.RuntimeDone():
+            # The Logs API knows success, failure and timeout only (SPEC 3.6): a function error reads as failure.
+            status = Status.FAILURE if data.status == Status.ERROR else data.status
+            return {"requestId": data.request_id, "status": status}
+        case r.Start():
+            return {"requestId": data.request_id, "version": data.version}
+    return None
 
 
 def parse(api: str, body: Any) -> Subscription:

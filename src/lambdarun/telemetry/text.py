@@ -5,8 +5,9 @@ Only a reader of the event stream: every figure here was computed once, by whoev
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
+from ..core.outcomes import Status
 from . import records as r
 from .records import Event
 
@@ -15,67 +16,58 @@ def _fmt_ms(value: float) -> str:
     return f"{value:.2f} ms"
 
 
-def _events_list(events: list[str]) -> str:
+def _events_list(events: Iterable[str]) -> str:
     return "[" + ", ".join(events) + "]"
 
 
 def text_line(event: Event) -> str | None:
     """The log line for an event, or None for events with no line of their own. No trailing newline."""
-    rec: Any = event.record
-    match event.type:
-        case r.FUNCTION | r.EXTENSION_LOG:
-            return rec.rstrip("\n") if isinstance(rec, str) else None
-        case r.INIT_START:
-            line = f"INIT_START Runtime Version: {rec.get('runtimeVersion', 'unknown')}"
-            if rec.get("runtimeVersionArn"):
-                line += f"\tRuntime Version ARN: {rec['runtimeVersionArn']}"
-            return line
-        case r.INIT_REPORT:
-            if rec.get("status") == "success":
+    match event.data:
+        case r.FunctionLog(record=str() as line) | r.ExtensionLog(line=line):
+            return line.rstrip("\n")
+        case r.InitStart(runtime_version=version):
+            return f"INIT_START Runtime Version: {version}"
+        case r.InitReport() as rec:
+            if rec.status == Status.SUCCESS:
                 return None  # a successful on-demand init shows only as `Init Duration` in REPORT
-            line = f"INIT_REPORT Init Duration: {_fmt_ms(rec['metrics']['durationMs'])}\tPhase: {rec['phase']}"
-            line += f"\tStatus: {rec['status']}"
-            if rec.get("errorType"):
-                line += f"\tError Type: {rec['errorType']}"
+            line = f"INIT_REPORT Init Duration: {_fmt_ms(rec.duration_ms)}\tPhase: {rec.phase}\tStatus: {rec.status}"
+            if rec.error_type:
+                line += f"\tError Type: {rec.error_type}"
             return line
-        case r.EXTENSION:
-            line = f"EXTENSION\tName: {rec['name']}\tState: {rec['state']}\tEvents: {_events_list(rec['events'])}"
-            if rec.get("errorType"):
-                line += f"\tError Type: {rec['errorType']}"
-            return line
-        case r.TELEMETRY_SUBSCRIPTION | r.LOGS_SUBSCRIPTION:
-            label = "TELEMETRY" if event.type == r.TELEMETRY_SUBSCRIPTION else "LOGS"
-            types = [t.capitalize() for t in rec["types"]]
-            return f"{label}\tName: {rec['name']}\tState: {rec['state']}\tTypes: {_events_list(types)}"
-        case r.START:
-            return f"START RequestId: {rec['requestId']} Version: {rec.get('version', '$LATEST')}"
-        case r.END:
-            return f"END RequestId: {rec['requestId']}"
-        case r.FAULT:
-            return str(rec)
-        case r.REPORT:
+        case r.ExtensionInfo() as rec:
+            return f"EXTENSION\tName: {rec.name}\tState: {rec.state}\tEvents: {_events_list(rec.events)}"
+        case r.TelemetrySubscription() | r.LogsSubscription() as rec:
+            label = "TELEMETRY" if isinstance(rec, r.TelemetrySubscription) else "LOGS"
+            types = (t.capitalize() for t in rec.types)
+            return f"{label}\tName: {rec.name}\tState: Subscribed\tTypes: {_events_list(types)}"
+        case r.Start() as rec:
+            return f"START RequestId: {rec.request_id} Version: {rec.version}"
+        case r.End() as rec:
+            return f"END RequestId: {rec.request_id}"
+        case r.Fault() as rec:
+            return rec.text
+        case r.Report() as rec:
             return report_line(rec)
     return None
 
 
-def report_line(rec: dict[str, Any]) -> str:
-    m = rec["metrics"]
+def report_line(rec: r.Report) -> str:
     parts = [
-        f"REPORT RequestId: {rec['requestId']}",
-        f"Duration: {_fmt_ms(m['durationMs'])}",
-        f"Billed Duration: {m['billedDurationMs']} ms",
-        f"Memory Size: {m['memorySizeMB']} MB",
-        f"Max Memory Used: {m['maxMemoryUsedMB']} MB",
+        f"REPORT RequestId: {rec.request_id}",
+        f"Duration: {_fmt_ms(rec.duration_ms)}",
+        f"Billed Duration: {rec.billed_duration_ms} ms",
+        f"Memory Size: {rec.memory_size_mb} MB",
+        f"Max Memory Used: {rec.max_memory_used_mb} MB",
     ]
-    if "initDurationMs" in m:
-        parts.append(f"Init Duration: {_fmt_ms(m['initDurationMs'])}")
-    overhead = next((s["durationMs"] for s in rec.get("spans", []) if s["name"] == "extensionOverhead"), None)
+    if rec.init_duration_ms is not None:
+        parts.append(f"Init Duration: {_fmt_ms(rec.init_duration_ms)}")
+    overhead = rec.post_runtime_extensions_ms
     if overhead is not None:
         # Not in Lambda's own line: what the extensions cost, shown whenever one is registered.
-        parts.append(f"Runtime Duration: {_fmt_ms(max(0.0, m['durationMs'] - overhead))}")
+        parts.append(f"Runtime Duration: {_fmt_ms(max(0.0, rec.duration_ms - overhead))}")
         parts.append(f"Post Runtime Extensions Duration: {_fmt_ms(overhead)}")
-    if rec.get("status") not in (None, "success"):
-        parts.append(f"Status: {rec['status']}")
-        if rec.get("errorType"):
-            parts.append(f"Error Type: {rec['errorType']}")
+    if rec.status != Status.SUCCESS:
+        parts.append(f"Status: {rec.status}")
+        if rec.error_type:
+            parts.append(f"Error Type: {rec.error_type}")
     return "\t".join(parts) + "\t"

@@ -1,4 +1,4 @@
-"""Lambda's error types and the shapes of error bodies (SPEC 1.4, 4.3)."""
+"""Lambda's error types, the shapes of error bodies (SPEC 1.4, 4.3), and the refusal of illegal state moves."""
 
 from __future__ import annotations
 
@@ -66,3 +66,20 @@ def runtime_exit_text(description: str) -> str:
     if description == "exit status 0":
         return "Runtime exited without providing a reason"
     return f"Runtime exited with error: {description}"
+
+
+class InvalidStateTransition(Exception):
+    """A call that the runtime's or an extension's state machine does not allow now (RAPID's wording)."""
+
+    def __init__(self, subject: str, current: str, target: str) -> None:
+        if subject == "runtime":
+            message = (
+                f"State transition from {current} to {target} failed for runtime. "
+                "Error: State transition is not allowed"
+            )
+        else:
+            message = f"State transition from {current} to {target} failed for extension"
+        super().__init__(message)
+        self.subject = subject
+        self.current = current
+        self.target = target

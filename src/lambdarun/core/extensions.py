@@ -2,7 +2,8 @@
 
 One `ExtensionRegistry` exists per generation. An event is queued per extension and handed to its `/event/next`
 when it polls; an event written to a connection that is already gone goes back to the front of the queue, so no
-event is ever lost to an abandoned long-poll or to an extension that was busy when the invoke arrived.
+event is ever lost to an abandoned long-poll or to an extension that was busy when the invoke arrived. Every state
+change is a method here; a move the state machine does not allow raises `InvalidStateTransition`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..sandbox.processes import Process
+from .errors import InvalidStateTransition
 
 MAX_EXTENSIONS = 10
 INVOKE = "INVOKE"
@@ -48,13 +48,11 @@ class ExtensionError(Exception):
 class Extension:
     name: str
     external: bool
-    process: Process | None = None
     state: ExtensionState = ExtensionState.REGISTERED
     id: str = ""
     events: tuple[str, ...] = ()
     queue: deque[dict[str, Any]] = field(default_factory=deque)
     busy: dict[str, Any] | None = None  # the event handed out and not yet answered by the next `/event/next`
-    busy_lost: Callable[[], bool] | None = None  # whether the connection that carried `busy` threw it away
     waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
     # Resolved with the time of the `/event/next` that finds the queue empty after work: "back in next".
     settled: asyncio.Future[float] | None = None
@@ -77,26 +75,26 @@ class Extension:
             if waiter.done():
                 continue
             self.busy = self.queue.popleft()
-            self.busy_lost = None
             self.state = ExtensionState.RUNNING
             waiter.set_result(self.busy)
 
-    def handed_out(self, event: dict[str, Any], lost: Callable[[], bool]) -> None:
-        """`event` was written to a poller; `lost` tells later whether that poller discarded it unread."""
-        if self.busy is event:
-            self.busy_lost = lost
-
     def give_back(self, event: dict[str, Any]) -> None:
-        """The event could not be written to the poller (gone): it is delivered to the next poll instead."""
+        """The event never reached the extension (its poller was gone, or threw it away unread): it is delivered
+        to the next poll instead."""
         if self.busy is event:
             self.busy = None
-            self.busy_lost = None
             self.queue.appendleft(event)
             if self.state is ExtensionState.RUNNING:
                 self.state = ExtensionState.READY
 
+    def _move(self, allowed: set[ExtensionState], target: ExtensionState) -> None:
+        if self.state not in allowed:
+            raise InvalidStateTransition("extension", self.state.value, target.value)
+        self.state = target
+
 
 _NEXT_ALLOWED = {ExtensionState.REGISTERED, ExtensionState.READY, ExtensionState.RUNNING}
+_LISTENING = _NEXT_ALLOWED  # states in which an extension can still take its SHUTDOWN event
 
 
 class ExtensionRegistry:
@@ -127,6 +125,17 @@ class ExtensionRegistry:
         self._by_name[name] = ext
         return ext
 
+    def launch_failed(self, ext: Extension) -> None:
+        """Its executable could not be started."""
+        ext._move({ExtensionState.LAUNCHED}, ExtensionState.LAUNCH_ERROR)
+
+    def listening(self, ext: Extension) -> bool:
+        return ext.external and ext.subscribed(SHUTDOWN) and ext.state in _LISTENING
+
+    def shut_down(self, ext: Extension, clean: bool) -> None:
+        """It took its SHUTDOWN event and exited (cleanly, or not/too late)."""
+        ext._move(_LISTENING, ExtensionState.EXITED if clean else ExtensionState.SHUTDOWN_FAILED)
+
     def fail(self, error_type: str, text: str) -> None:
         if not self.fatal.done():
             self.fatal.set_result((error_type, text))
@@ -149,7 +158,7 @@ class ExtensionRegistry:
                 raise ExtensionError("Extension.InvalidEventType", f"{event}: InvalidEventType")
         ext = self._by_name.get(name)
         if ext is not None and ext.external and ext.state is ExtensionState.LAUNCHED:
-            pass  # the launched executable of that name registers: an external extension
+            ext._move({ExtensionState.LAUNCHED}, ExtensionState.REGISTERED)  # the launched executable registers
         elif ext is not None:
             raise ExtensionError("Extension.InvalidExtensionState", "Extension with this name already registered")
         else:
@@ -161,11 +170,10 @@ class ExtensionRegistry:
                 raise ExtensionError(
                     "Extension.InvalidEventType", "SHUTDOWN: ShutdownEventNotSupportedForInternalExtension"
                 )
-            ext = Extension(name=name, external=False)
+            ext = Extension(name=name, external=False)  # an internal extension is born Registered
             self._by_name[name] = ext
         ext.id = str(uuid.uuid4())
         ext.events = tuple(dict.fromkeys(events))
-        ext.state = ExtensionState.REGISTERED
         self._by_id[ext.id] = ext
         if not ext.registered.done():
             ext.registered.set_result(None)
@@ -189,20 +197,15 @@ class ExtensionRegistry:
             ) from None
         raise ExtensionError("Extension.UnknownExtensionIdentifier", f"Unknown extension {identifier}")
 
-    def next_requested(self, ext: Extension) -> dict[str, Any] | None:
-        """An `/event/next` arrived: the event to return now, or None when the caller must park."""
-        if ext.state not in _NEXT_ALLOWED:
-            raise ExtensionError(
-                "Extension.InvalidExtensionState",
-                f"State transition from {ext.state.value} to Ready failed for extension",
-            )
+    def next_requested(self, ext: Extension, previous_lost: bool = False) -> dict[str, Any] | None:
+        """An `/event/next` arrived: the event to return now, or None when the caller must park. `previous_lost`:
+        the poll that carried the last event was abandoned with the event unread, so it is sent again."""
         if ext.state is ExtensionState.REGISTERED and not ext.ready.done():
             ext.ready.set_result(None)
-        if ext.busy is not None and ext.busy_lost is not None and ext.busy_lost():
-            ext.give_back(ext.busy)  # this poll follows an abandoned one that never read its event: send it again
+        ext._move(_NEXT_ALLOWED, ExtensionState.READY)
+        if ext.busy is not None and previous_lost:
+            ext.give_back(ext.busy)
         ext.busy = None
-        ext.busy_lost = None
-        ext.state = ExtensionState.READY
         if ext.queue:
             ext.busy = ext.queue.popleft()
             ext.state = ExtensionState.RUNNING
@@ -217,21 +220,11 @@ class ExtensionRegistry:
         return waiter
 
     def init_error(self, ext: Extension, error_type: str) -> None:
-        if ext.state is not ExtensionState.REGISTERED:
-            raise ExtensionError(
-                "Extension.InvalidExtensionState",
-                f"State transition from {ext.state.value} to InitError failed for extension",
-            )
-        ext.state = ExtensionState.INIT_ERROR
+        ext._move({ExtensionState.REGISTERED}, ExtensionState.INIT_ERROR)
         self.fail("Extension.InitError", f"Extension {ext.name} reported an init error: {error_type}")
 
     def exit_error(self, ext: Extension, error_type: str) -> None:
-        if ext.state not in _NEXT_ALLOWED:
-            raise ExtensionError(
-                "Extension.InvalidExtensionState",
-                f"State transition from {ext.state.value} to ExitError failed for extension",
-            )
-        ext.state = ExtensionState.EXIT_ERROR
+        ext._move(_NEXT_ALLOWED, ExtensionState.EXIT_ERROR)
         self.fail("Extension.ExitError", f"Extension {ext.name} reported an exit error: {error_type}")
 
     def close_registration(self) -> None:

@@ -1,7 +1,7 @@
 """The runtime as the Runtime API sees it: its state machine and the hand-over of invokes (SPEC 1.2-1.5, 1.8).
 
 One `RuntimeChannel` exists per generation of the environment (a reset starts a new one). HTTP handlers call
-its methods; the lifecycle awaits its futures. Illegal transitions raise `StateError`, rendered as
+its methods; the lifecycle awaits its futures. Illegal transitions raise `InvalidStateTransition`, rendered as
 `403 InvalidStateTransition`.
 """
 
@@ -11,6 +11,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+
+from .errors import InvalidStateTransition
 
 
 class RuntimeState(Enum):
@@ -23,12 +25,8 @@ class RuntimeState(Enum):
     INIT_ERROR = "InitError"
 
 
-class StateError(Exception):
-    def __init__(self, current: RuntimeState, target: RuntimeState) -> None:
-        super().__init__(
-            f"State transition from {current.value} to {target.value} failed for runtime. "
-            "Error: State transition is not allowed"
-        )
+def _refuse(current: RuntimeState, target: RuntimeState) -> InvalidStateTransition:
+    return InvalidStateTransition("runtime", current.value, target.value)
 
 
 class InvalidRequestId(Exception):
@@ -75,7 +73,7 @@ class RuntimeReply:
     is_error: bool
     error_type: str | None  # the header value as sent (sanitised later by whoever reports it)
     started_at: float  # first byte received
-    finished_at: float  # last byte received
+    finished_at: float = field(default_factory=time.time)  # last byte received: when the channel was handed it
     oversized_size: int | None = None  # set when the response exceeded the limit
 
 
@@ -119,7 +117,7 @@ class RuntimeChannel:
             case RuntimeState.READY:
                 pass  # a second poller, or one that re-polls after abandoning its connection
             case _:
-                raise StateError(self.state, RuntimeState.READY)
+                raise _refuse(self.state, RuntimeState.READY)
         return None
 
     def park(self) -> asyncio.Future[Invocation]:
@@ -130,6 +128,10 @@ class RuntimeChannel:
     def unpark(self, waiter: asyncio.Future[Invocation]) -> None:
         if waiter in self._waiters:
             self._waiters.remove(waiter)
+
+    def delivered(self, invocation: Invocation) -> None:
+        """The event is being written to the runtime: the start of its response latency."""
+        invocation.delivered_at = time.time()
 
     def undelivered(self, invocation: Invocation) -> None:
         """The event could not be written (the poller went away): keep it for the next `/next`."""
@@ -142,14 +144,14 @@ class RuntimeChannel:
             raise InvalidRequestId
         target = RuntimeState.INVOCATION_ERROR if reply.is_error else RuntimeState.INVOCATION_RESPONSE
         if self.state is not RuntimeState.RUNNING:
-            raise StateError(self.state, target)
+            raise _refuse(self.state, target)
         self.state = RuntimeState.RESPONSE_SENT
         if self.reply is not None and not self.reply.done():
             self.reply.set_result(reply)
 
     def init_error_received(self, report: InitErrorReport) -> None:
         if self.state is not RuntimeState.STARTED:
-            raise StateError(self.state, RuntimeState.INIT_ERROR)
+            raise _refuse(self.state, RuntimeState.INIT_ERROR)
         self.state = RuntimeState.INIT_ERROR
         if not self.init_error.done():
             self.init_error.set_result(report)
@@ -157,7 +159,8 @@ class RuntimeChannel:
     # -- called by the lifecycle
     def assign(self, invocation: Invocation) -> None:
         """Hand an invoke to the runtime, which must be Ready; it reaches a parked `/next` at once."""
-        assert self.state is RuntimeState.READY, self.state
+        if self.state is not RuntimeState.READY:
+            raise _refuse(self.state, RuntimeState.RUNNING)
         loop = asyncio.get_running_loop()
         self.state = RuntimeState.RUNNING
         self.current = invocation

@@ -1,0 +1,168 @@
+"""One execution environment: the seam a control plane (pools) or a remote backend calls.
+
+A small facade over the flows: the lock that keeps one invoke at a time, the swap of generations, and the reset
+policy (a failed Init resets and the next invoke runs a suppressed init; a timeout or crash resets; a process that
+died while idle resets before the next invoke). `start`, `invoke` and `shutdown` are the whole public surface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..api.app import serve
+from ..api.http import Server
+from ..config import FunctionConfig
+from ..core.current import NoGeneration
+from ..core.outcomes import ResetReason, Status
+from ..sandbox.launcher import ViewSandbox
+from ..telemetry import records as r
+from ..telemetry.records import Event
+from ..telemetry.stream import EventStream
+from . import invoke as flow
+from .generation import Generation
+from .init import InitResult, run_init
+from .invoke import InvokeOutcome, InvokeRequest, InvokeResponse, Run
+from .layout import Layout, assemble, make_scratch
+from .shutdown import shut_down
+
+
+class Environment:
+    def __init__(self, config: FunctionConfig, stream: EventStream | None = None) -> None:
+        self.config = config
+        self.stream = stream or EventStream()
+        self._lock = asyncio.Lock()
+        self._gen: Generation | None = None
+        self._scratch: Path | None = None
+        self._server: Server | None = None
+        self._layout: Layout | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Lay out the files and open the API server; no process starts until the first invoke."""
+        self._scratch = make_scratch()
+        try:
+            self._server = await serve(self._current)
+            self._layout = assemble(self.config, self._scratch, f"{self._server.host}:{self._server.port}")
+        except BaseException:
+            await self._close_server()
+            await self._remove_scratch()
+            raise
+
+    def _current(self) -> Generation:
+        if self._gen is None:
+            raise NoGeneration
+        return self._gen
+
+    @property
+    def runtime_api(self) -> str:
+        assert self._server is not None
+        return f"{self._server.host}:{self._server.port}"
+
+    async def invoke(
+        self,
+        request: InvokeRequest,
+        on_response: Callable[[InvokeResponse], None] | None = None,
+        on_outcome: Callable[[InvokeOutcome], None] | None = None,
+    ) -> InvokeOutcome:
+        """Run one invoke. `on_response` is called the moment the invoker's answer is known, `on_outcome` the
+        moment the invoke ended (REPORT emitted), before the environment is frozen or reset."""
+        events: list[Event] = []
+        unsubscribe = self.stream.subscribe(events.append)
+        try:
+            async with self._lock:
+                if self._closed:
+                    raise RuntimeError("the environment was shut down")
+                return await self._invoke(request, on_response or _ignore, on_outcome or _ignore, events)
+        finally:
+            unsubscribe()
+
+    async def _invoke(
+        self,
+        request: InvokeRequest,
+        on_response: Callable[[InvokeResponse], None],
+        on_outcome: Callable[[InvokeOutcome], None],
+        events: list[Event],
+    ) -> InvokeOutcome:
+        init_ms: float | None = None
+        suppressed = False
+        if self._gen is not None:
+            self._gen.thaw()
+            if self._gen.failure() is not None:  # a process died while the environment was idle
+                await self._reset(ResetReason.FAILURE)
+        if self._gen is None:
+            init = await self._init(r.Phase.INIT, self.config.init_timeout_s)
+            if init.ok:
+                init_ms = init.duration_ms
+            else:
+                await self._reset(ResetReason.TIMEOUT if init.status is Status.TIMEOUT else ResetReason.FAILURE)
+                suppressed = True
+        started = time.time()
+        run = Run(request, started, started + self.config.timeout_s, init_ms)
+        self.stream.emit(r.Start(request.request_id, self.config.version, run.tracing))
+        if suppressed:
+            # The suppressed init: Init again, inside the invoke, bounded by the function timeout (SPEC 4.1).
+            init = await self._init(r.Phase.INVOKE, max(0.0, run.deadline - time.time()))
+            if not init.ok:
+                flow.fail_init(run, init, self.config.timeout_s)
+                on_response(run.response())
+                return await self._finish(run, events, on_outcome)
+        assert self._gen is not None
+        await flow.run_invoke(self._gen, run, on_response)
+        return await self._finish(run, events, on_outcome)
+
+    async def _init(self, phase: r.Phase, budget_s: float) -> InitResult:
+        assert self._layout is not None
+        self._gen = Generation(self._layout, ViewSandbox(self._layout.view), self.stream)
+        return await run_init(self._gen, phase, budget_s)
+
+    async def _finish(
+        self, run: Run, events: list[Event], on_outcome: Callable[[InvokeOutcome], None]
+    ) -> InvokeOutcome:
+        assert self._gen is not None
+        outcome = InvokeOutcome(run.response(), flow.report(self._gen, run), list(events))
+        on_outcome(outcome)  # the caller wakes while the environment freezes: the next invoke queues behind it
+        if run.reset is not None:
+            await self._reset(run.reset)
+        else:
+            self._gen.freeze()
+        return outcome
+
+    async def _reset(self, reason: ResetReason) -> None:
+        gen = self._gen
+        if gen is None:
+            return
+        try:
+            await shut_down(gen, reason)
+        finally:
+            # Detached only now: extensions keep reaching their registry (and their SHUTDOWN) until the end.
+            self._gen = None
+
+    async def shutdown(self, reason: ResetReason = ResetReason.SPINDOWN) -> None:
+        """End the environment: the shutdown sequence, then the server and every file it made."""
+        async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                await self._reset(reason)
+            finally:
+                await self._close_server()
+                await self._remove_scratch()
+
+    async def _close_server(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+
+    async def _remove_scratch(self) -> None:
+        if self._scratch is not None:
+            await asyncio.to_thread(shutil.rmtree, self._scratch, True)
+            self._scratch = None
+
+
+def _ignore(_: object) -> None:
+    pass

@@ -1,0 +1,134 @@
+"""Assembly: a `FunctionConfig` becomes an immutable `Layout`, everything an environment needs before any process
+starts: its files (code, merged layers, runtime, /tmp), the view its processes get, the exact argv and variables
+of the runtime and of extensions, and which extensions /opt/extensions holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..config import FunctionConfig
+from ..core.extensions import MAX_EXTENSIONS
+from ..runtimes.registry import get_runtime
+from ..sandbox.view import HOSTS_LINE, HostDirs, View, make_view
+from . import env_vars
+from .layers import materialize_code, merge_layers
+
+
+@dataclass(frozen=True)
+class Layout:
+    config: FunctionConfig
+    instance_id: str
+    scratch: Path
+    view: View
+    runtime_version: str  # what INIT_START prints as Runtime Version
+    runtime_argv: list[str]  # what the environment execs for the runtime, as its processes see paths
+    runtime_env: dict[str, str]
+    extension_env: dict[str, str]
+    extensions: tuple[str, ...]  # executables of /opt/extensions, in the order Lambda starts them
+    launch_error: str | None  # why the extensions cannot be started at all (too many), if so
+    missing_bootstrap: str | None  # an OS-only runtime's error when no bootstrap exists
+    json_logs: bool  # AWS_LAMBDA_LOG_FORMAT=JSON: a function record that is a JSON object is kept as one
+
+    @property
+    def log_stream(self) -> str:
+        return log_stream(self.config, self.instance_id)
+
+
+def log_stream(config: FunctionConfig, instance_id: str) -> str:
+    day = datetime.now(UTC).strftime("%Y/%m/%d")
+    return f"{day}/[{config.version}]{instance_id}"
+
+
+def make_scratch() -> Path:
+    """A private directory for the environment's files; orphans of dead lambdarun processes are swept first."""
+    _sweep_orphans()
+    return Path(tempfile.mkdtemp(prefix=f"lambdarun-{os.getpid()}-"))
+
+
+def assemble(config: FunctionConfig, scratch: Path, runtime_api: str) -> Layout:
+    """Lay out the files under `scratch` and decide how every process starts; raises RuntimeUnavailable."""
+    spec = get_runtime(config.runtime)
+    spec.locate()  # raises RuntimeUnavailable before anything is created
+    instance_id = uuid.uuid4().hex
+    for name in ("tmp", "runtime", "lang/bin", "empty-opt"):
+        (scratch / name).mkdir(parents=True)
+    hosts = scratch / "hosts"
+    hosts.write_text(HOSTS_LINE)
+    code = materialize_code(config.code, scratch)
+    opt = merge_layers(config.layers, scratch) if config.layers else scratch / "empty-opt"
+    dirs = HostDirs(task=code, opt=opt, runtime=scratch / "runtime", lang=scratch / "lang", tmp=scratch / "tmp",
+                    hosts=hosts)  # fmt: skip
+    view = make_view(dirs)
+    prepared = spec.prepare(dirs, view.paths, config.memory_mb)
+    platform = env_vars.Platform(
+        function_name=config.name,
+        function_version=config.version,
+        memory_mb=config.memory_mb,
+        region=config.region,
+        runtime_api=runtime_api,
+        log_stream=log_stream(config, instance_id),
+        handler=config.handler,
+        task_root=view.paths.task,
+        runtime_dir=view.paths.runtime,
+        lang_bin=f"{view.paths.lang}/bin",
+        opt=view.paths.opt,
+    )
+    env = env_vars.runtime_env(platform, config.env)
+    if not view.sandboxed:
+        env["LAMBDARUN_OPT_DIR"] = view.paths.opt  # bootstrap.py's layer paths without /opt
+    argv, runtime_env = prepared.argv, env
+    if prepared.direct is not None and not env.get("AWS_LAMBDA_EXEC_WRAPPER"):
+        # Lambda execs /var/runtime/bootstrap; without a wrapper that script only exports a few variables and execs
+        # the interpreter, so the same is done here directly, a shell's start-up sooner.
+        argv, runtime_env = prepared.direct, dict(env)
+        for name, value in prepared.exports.items():
+            if name == "AWS_EXECUTION_ENV" or not runtime_env.get(name):  # the script's `${NAME:-default}`
+                runtime_env[name] = value
+    extensions, launch_error = _find_extensions(opt / "extensions")
+    missing = None
+    if not spec.needs_handler:
+        host_path = Path(argv[0].replace(view.paths.task, str(code), 1).replace(view.paths.opt, str(opt), 1))
+        if not host_path.is_file():
+            missing = "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
+    return Layout(config, instance_id, scratch, view, prepared.version, argv, runtime_env,
+                  env_vars.extension_env(env), extensions, launch_error, missing,
+                  config.env.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON")  # fmt: skip
+
+
+def _find_extensions(directory: Path) -> tuple[tuple[str, ...], str | None]:
+    """Every executable regular file in /opt/extensions, in name order (SPEC 2.5)."""
+    if not directory.is_dir():
+        return (), None
+    names = sorted(p.name for p in directory.iterdir() if p.is_file() and os.access(p, os.X_OK))
+    if len(names) > MAX_EXTENSIONS:
+        return (), f"TooManyExtensions: Extension limit ({MAX_EXTENSIONS}) reached, {len(names)} in /opt/extensions"
+    return tuple(names), None
+
+
+_ORPHAN = re.compile(r"lambdarun-(\d+)-")
+
+
+def _sweep_orphans() -> None:
+    """Remove scratch dirs left by lambdarun processes that died without cleaning up (SIGKILL): their sandboxes
+    died with them (bwrap --die-with-parent), their files did not."""
+    root = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            match = _ORPHAN.match(entry.name)
+            if match is None or not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)
+            except ProcessLookupError:
+                shutil.rmtree(entry.path, ignore_errors=True)
+            except PermissionError:
+                pass  # alive, someone else's

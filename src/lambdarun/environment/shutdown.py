@@ -1,0 +1,67 @@
+"""The shutdown sequence (SPEC 4.4), for spin-down and for resets alike.
+
+No extension registered: the runtime is killed at once. Otherwise the budget is 2000 ms with an external extension
+(500 ms with internal ones only): the runtime gets SIGTERM and its share (300 ms, 500 ms with an internal
+extension) before SIGKILL; then each external extension subscribed to SHUTDOWN gets the event and the rest of the
+budget, the others are killed; whatever is left at the deadline is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+
+from ..core.extensions import SHUTDOWN, Extension
+from ..core.outcomes import ResetReason
+from ..telemetry import records as r
+from ..telemetry.records import ms
+from .generation import Generation
+
+EXTERNAL_BUDGET_S = 2.0
+INTERNAL_BUDGET_S = 0.5
+RUNTIME_SHARE_S = 0.3  # of the external budget
+RUNTIME_SHARE_INTERNAL_S = 0.5
+
+
+async def shut_down(gen: Generation, reason: ResetReason) -> None:
+    started = time.time()
+    gen.thaw()
+    registered = gen.extensions.registered
+    externals = [x for x in registered if x.external]
+    internal = any(not x.external for x in registered)
+    deadline = started + (EXTERNAL_BUDGET_S if externals else INTERNAL_BUDGET_S if internal else 0.0)
+    runtime = gen.runtime
+    if registered and runtime is not None and runtime.running:
+        runtime.signal_group(signal.SIGTERM)
+        share = min(RUNTIME_SHARE_INTERNAL_S if internal else RUNTIME_SHARE_S, deadline - time.time())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(runtime.exited), share)
+    if runtime is not None:
+        await runtime.kill()
+    gen.drain_logs()
+    if gen.subscriptions.subscribers:
+        # Subscribers get what is buffered (the last REPORT included) before their SHUTDOWN event.
+        await gen.subscriptions.flush(max(0.0, deadline - time.time()) / 2)
+    listeners: list[Extension] = []
+    for ext in gen.extensions.all:
+        process = gen.process_of(ext)
+        if process is None or not process.running:
+            continue
+        if gen.extensions.listening(ext):
+            ext.push({"eventType": SHUTDOWN, "deadlineMs": int(deadline * 1000), "shutdownReason": reason})
+            listeners.append(ext)
+        else:
+            await process.kill()
+    exits = [(ext, process.exited) for ext in listeners if (process := gen.process_of(ext)) is not None]
+    if exits:
+        await asyncio.wait([exited for _, exited in exits], timeout=max(0.0, deadline - time.time()))
+    for ext, exited in exits:
+        gen.extensions.shut_down(ext, clean=exited.done() and exited.result() == 0)
+    await gen.kill_all()
+    with contextlib.suppress(Exception):
+        gen.drain_logs()
+    await gen.close()
+    gen.stream.emit(r.ShutdownDone(reason, int(deadline * 1000), ms(time.time() - started),
+                                   tuple((x.name, x.state.value) for x in registered)))  # fmt: skip
