@@ -17,7 +17,7 @@ import click
 
 from .config import ConfigError
 from .function import Function
-from .runtimes.registry import RuntimeUnavailable, all_runtimes
+from .runtimes.registry import RuntimeUnavailable, State, all_runtimes
 from .telemetry.records import Event, FunctionLog
 from .telemetry.text import text_line
 
@@ -96,7 +96,11 @@ def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
 
 @main.command()
 @click.argument("code", type=click.Path(exists=True, path_type=Path))
-@click.option("--runtime", required=True, help="python3.11-3.13, provided.al2023, provided.al2")
+@click.option(
+    "--runtime",
+    required=True,
+    help=f"one of {', '.join(spec.id for spec in all_runtimes())} (`lambdarun runtimes` says which run here)",
+)
 @click.option("--handler", help="e.g. app.handler (module.function)")
 @click.option(
     "--layer",
@@ -181,17 +185,45 @@ def invoke(
     sys.exit(1 if failed else 0)
 
 
-@main.command()
-def runtimes() -> None:
-    """List each runtime, whether this machine can run it, and what to install if not."""
+@main.group(invoke_without_command=True)
+@click.pass_context
+def runtimes(context: click.Context) -> None:
+    """List each runtime: ready (checked by starting it in a sandbox), not-installed (its image is fetched on first
+    use, or by `lambdarun runtimes install`) or missing (what to install, and how)."""
+    if context.invoked_subcommand is not None:
+        return
     for spec in all_runtimes():
-        hint = spec.install_hint()
-        status = "ready" if hint is None else "missing"
-        line = f"{spec.id:<16} {status}"
-        note = hint if hint is not None else spec.client_note()
-        if note is not None:
-            line += f"  {note}"
-        click.echo(line)
+        status = spec.status()
+        click.echo(f"{spec.id:<16} {status.state.value:<14} {status.detail}")
+
+
+@runtimes.command("install")
+@click.argument("names", nargs=-1, metavar="[RUNTIME]...")
+@click.option("--force", is_flag=True, help="build the images again even when they are installed")
+def install_runtimes(names: tuple[str, ...], force: bool) -> None:
+    """Fetch and build the images of the RUNTIMEs (all this machine can run when none is named) into the cache
+    ($LAMBDARUN_CACHE, else $XDG_CACHE_HOME/lambdarun or ~/.cache/lambdarun), to be used offline later."""
+    known = {spec.id: spec for spec in all_runtimes()}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise click.UsageError(f"unknown runtime {', '.join(unknown)}; supported: {', '.join(known)}")
+    chosen = [known[name] for name in names] or [spec for spec in known.values() if spec.needs_handler]
+    failed = False
+    for spec in chosen:
+        status = spec.status()
+        if not names and status.state is State.MISSING:
+            click.echo(f"{spec.id:<16} skipped: {status.detail}")
+            continue
+        try:
+            spec.install(replace=force)
+        except RuntimeUnavailable as exc:
+            failed = True
+            click.echo(f"{spec.id:<16} failed: {exc}")
+            continue
+        status = spec.status()
+        failed |= status.state is not State.READY
+        click.echo(f"{spec.id:<16} {status.state.value:<14} {status.detail}")
+    sys.exit(1 if failed else 0)
 
 
 def _interrupt(signum: int, frame: object) -> None:

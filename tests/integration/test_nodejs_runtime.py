@@ -43,8 +43,9 @@ def node20() -> None:
 
 
 def official_client() -> bool:
-    """Whether registry.py starts AWS's aws-lambda-ric instead of our client."""
-    return (registry.NODE_RIC_DIR / "package.json").exists()
+    """Whether the nodejs20.x image starts AWS's aws-lambda-ric instead of our client."""
+    image = registry.get_runtime("nodejs20.x").image()
+    return image is not None and str(image.manifest["client"]).startswith("aws-lambda-ric")
 
 
 def node_function(code: str = "probe_cjs", handler: str = "index.handler", **options: Any) -> Function:

@@ -19,7 +19,6 @@ import pytest
 
 from lambdarun import Function, InvokeResult
 from lambdarun.runtimes import registry
-from lambdarun.runtimes.registry import JAVA_RIC_LIB
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HOOKS = FIXTURES / "hooks"
@@ -58,9 +57,9 @@ def java_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     javac, jar = shutil.which("javac"), shutil.which("jar")
     if javac is None or jar is None:
         pytest.skip("the Java fixtures need a JDK (javac and jar), which is not installed")
-    core = sorted(JAVA_RIC_LIB.glob("aws-lambda-java-core-*.jar"))
-    if not core:
-        pytest.skip(f"aws-lambda-java-core is missing from {JAVA_RIC_LIB}")
+    image = registry.get_runtime("java17").image()
+    assert image is not None  # ready, so installed
+    core = sorted((image.runtime / "lib").glob("aws-lambda-java-core-*.jar"))
     root = tmp_path_factory.mktemp("java")
     code, classes, layer = root / "code", root / "agent-classes", root / "layer"
     for directory in (code, classes, layer):

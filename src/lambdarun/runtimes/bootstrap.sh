@@ -2,6 +2,7 @@
 # /var/runtime/bootstrap of a managed runtime: the AWS_LAMBDA_EXEC_WRAPPER contract (SPEC 6.2).
 export AWS_EXECUTION_ENV=@EXECUTION_ENV@
 @EXPORTS@
+memory="${AWS_LAMBDA_FUNCTION_MEMORY_SIZE:-128}"
 if [ -z "$AWS_LAMBDA_EXEC_WRAPPER" ]; then
   exec @COMMAND@
 fi

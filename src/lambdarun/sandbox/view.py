@@ -3,6 +3,9 @@
 With bubblewrap every process sees Lambda's own paths (`/var/task`, `/opt`, `/var/runtime`, `/var/lang`, a private
 `/tmp`, and `/etc/hosts` naming `sandbox` and `sandbox.localdomain`). Without it, processes run plainly and the
 same variables point at the real directories; that is announced once per process (`announce_plain_once`).
+
+A runtime's image is mounted, not linked: `/var/runtime` and `/var/lang` are bind mounts of the cached image and of
+the interpreter's own directory (`Bind`), so they work wherever the cache lives and whatever else the sandbox hides.
 """
 
 from __future__ import annotations
@@ -12,8 +15,16 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A file or directory of this machine, mounted read-only at `target` inside the sandbox."""
+
+    source: Path
+    target: str
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,10 @@ class HostDirs:
     lang: Path
     tmp: Path
     hosts: Path
+    # Mounts the runtime needs (its image at /var/runtime and /var/lang, masks over the interpreter's own
+    # site-packages), mounted after and over the directories above. The runtime's `prepare` fills this list (and
+    # returns the same as `Prepared.binds`); the view reads it when it starts a process.
+    binds: list[Bind] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -65,7 +80,7 @@ class BwrapView(View):
 
     def __init__(self, dirs: HostDirs, bwrap: str) -> None:
         super().__init__(dirs)
-        self._prefix = [bwrap, *self._mounts(), "--chdir", LAMBDA_PATHS.task, "--"]
+        self._bwrap = bwrap
 
     def _mounts(self) -> list[str]:
         d, p = self.dirs, LAMBDA_PATHS
@@ -75,19 +90,31 @@ class BwrapView(View):
         for entry in ("lib", "run", "cache"):
             if os.path.isdir(f"/var/{entry}"):
                 args += ["--ro-bind", f"/var/{entry}", f"/var/{entry}"]
+        replaced = {bind.target for bind in d.binds}  # the image's own /var/runtime and /var/lang, if it has them
+        args += ["--ro-bind", str(d.task), p.task]
+        for source, target in ((d.runtime, p.runtime), (d.lang, p.lang)):
+            if target not in replaced:
+                args += ["--ro-bind", str(source), target]
         args += [
-            "--ro-bind", str(d.task), p.task,
-            "--ro-bind", str(d.runtime), p.runtime,
-            "--ro-bind", str(d.lang), p.lang,
             "--ro-bind", str(d.opt), p.opt,
             "--bind", str(d.tmp), p.tmp,
             "--ro-bind", str(d.hosts), "/etc/hosts",
-            "--unshare-pid", "--unshare-ipc", "--die-with-parent",
         ]  # fmt: skip
-        return args
+        for bind in d.binds:
+            if not _visible_as_is(bind):
+                args += ["--ro-bind", str(bind.source), bind.target]
+        return [*args, "--unshare-pid", "--unshare-ipc", "--die-with-parent"]
 
     def command(self, argv: list[str]) -> list[str]:
-        return [*self._prefix, *argv]
+        # Built at each start: the runtime's binds are known only once it is prepared, after the view is made.
+        return [self._bwrap, *self._mounts(), "--chdir", LAMBDA_PATHS.task, "--", *argv]
+
+
+def _visible_as_is(bind: Bind) -> bool:
+    """A bind of a host path onto itself that this view shows anyway (it binds / and hides only /var and /tmp)."""
+    target = Path(bind.target)
+    hidden = any(target.is_relative_to(root) for root in ("/var", "/tmp", "/etc/hosts"))
+    return bind.source == target and not hidden
 
 
 class PlainView(View):
