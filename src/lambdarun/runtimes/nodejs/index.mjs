@@ -9,6 +9,7 @@
 import fs from "node:fs";
 import http from "node:http";
 import { createRequire } from "node:module";
+import net from "node:net";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import util from "node:util";
@@ -235,7 +236,144 @@ function patchConsole() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The Runtime API over one keep-alive connection.
+// HTTP/1.1 requests over one keep-alive connection, one at a time. Answers are read as libcurl reads them: a header
+// repeated with the same Content-Length is one Content-Length; different ones are an error; a chunked body is
+// joined; a body with neither ends with the connection.
+
+const HEAD_END = Buffer.from("\r\n\r\n");
+const CRLF = Buffer.from("\r\n");
+
+class Connection {
+  constructor(host, port) {
+    this.host = host;
+    this.port = port;
+    this.socket = null;
+    this.queue = Promise.resolve(); // requests wait for the one before them, as with a one-socket agent
+  }
+
+  request(method, path, headers, body) {
+    const result = this.queue.then(() => this.exchange(method, path, headers, body));
+    this.queue = result.catch(() => {});
+    return result;
+  }
+
+  exchange(method, path, headers, body) {
+    return new Promise((resolve, reject) => {
+      const socket = this.socket ?? this.connect();
+      let buffer = Buffer.alloc(0);
+      let ended = false;
+      const done = (error, answer) => {
+        socket.off("data", onData);
+        socket.off("end", onEnd);
+        socket.off("error", onError);
+        if (error || ended || answer.headers.connection?.toLowerCase() === "close") this.drop(socket);
+        if (error) reject(error);
+        else resolve(answer);
+      };
+      const attempt = () => {
+        let answer;
+        try {
+          answer = parseAnswer(buffer, ended);
+        } catch (error) {
+          done(error);
+          return;
+        }
+        if (answer !== null) done(null, answer);
+        else if (ended) done(new Error("the Runtime API closed the connection before answering"));
+      };
+      const onData = (chunk) => {
+        buffer = Buffer.concat([buffer, chunk]);
+        attempt();
+      };
+      const onEnd = () => {
+        ended = true;
+        attempt();
+      };
+      const onError = (error) => done(error);
+      socket.on("data", onData);
+      socket.on("end", onEnd);
+      socket.on("error", onError);
+      const payload = body === undefined ? Buffer.alloc(0) : Buffer.from(body);
+      const lines = [`${method} ${path} HTTP/1.1`, `Host: ${this.host}:${this.port}`];
+      for (const [name, value] of Object.entries(headers)) {
+        if (name.toLowerCase() !== "content-length") lines.push(`${name}: ${value}`);
+      }
+      if (method !== "GET" || payload.length > 0) lines.push(`Content-Length: ${payload.length}`);
+      socket.write(Buffer.concat([Buffer.from(`${lines.join("\r\n")}\r\n\r\n`), payload]));
+    });
+  }
+
+  connect() {
+    const socket = net.connect({ host: this.host, port: this.port, noDelay: true });
+    socket.on("error", () => {}); // each exchange listens for its own errors; this only keeps an idle one quiet
+    socket.on("close", () => this.drop(socket));
+    this.socket = socket;
+    return socket;
+  }
+
+  drop(socket) {
+    if (this.socket === socket) this.socket = null;
+    socket.destroy();
+  }
+}
+
+/** `{status, headers, body}` once `buffer` holds a whole answer, else null; throws on a malformed one. */
+function parseAnswer(buffer, ended) {
+  const headEnd = buffer.indexOf(HEAD_END);
+  if (headEnd < 0) return null;
+  const [statusLine, ...headerLines] = buffer.subarray(0, headEnd).toString("latin1").split("\r\n");
+  const status = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine);
+  if (!status) throw new Error(`malformed answer from the Runtime API: ${JSON.stringify(statusLine)}`);
+  const headers = {};
+  for (const line of headerLines) {
+    const colon = line.indexOf(":");
+    if (colon <= 0) throw new Error(`malformed header from the Runtime API: ${JSON.stringify(line)}`);
+    const name = line.slice(0, colon).trim().toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    if (name === "content-length" && name in headers && headers[name] !== value) {
+      throw new Error(`the Runtime API sent different Content-Length headers: ${headers[name]} and ${value}`);
+    }
+    headers[name] = name in headers && name !== "content-length" ? `${headers[name]}, ${value}` : value;
+  }
+  const rest = buffer.subarray(headEnd + HEAD_END.length);
+  const code = Number(status[1]);
+  if (code === 204 || code === 304) return { status: code, headers, body: Buffer.alloc(0) };
+  if (headers["transfer-encoding"]?.toLowerCase().includes("chunked")) {
+    const body = joinChunks(rest);
+    return body === null ? null : { status: code, headers, body };
+  }
+  if ("content-length" in headers) {
+    const length = Number(headers["content-length"]);
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw new Error(`malformed Content-Length from the Runtime API: ${headers["content-length"]}`);
+    }
+    return rest.length >= length ? { status: code, headers, body: rest.subarray(0, length) } : null;
+  }
+  return ended ? { status: code, headers, body: rest } : null;
+}
+
+/** A chunked body's data once its last chunk (and trailers) arrived, else null. */
+function joinChunks(data) {
+  const parts = [];
+  let at = 0;
+  for (;;) {
+    const lineEnd = data.indexOf(CRLF, at);
+    if (lineEnd < 0) return null;
+    const size = Number.parseInt(data.subarray(at, lineEnd).toString("latin1").split(";")[0], 16);
+    if (Number.isNaN(size)) throw new Error("malformed chunked body from the Runtime API");
+    at = lineEnd + CRLF.length;
+    if (size === 0) return data.indexOf(HEAD_END, at - CRLF.length) < 0 ? null : Buffer.concat(parts);
+    if (data.length < at + size + CRLF.length) return null;
+    parts.push(data.subarray(at, at + size));
+    at += size + CRLF.length;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The Runtime API. The buffered calls (next, response, errors) go over one keep-alive connection of this client's own
+// (`Connection`): Node's HTTP parsers (node:http and fetch alike) refuse a response that repeats its Content-Length,
+// which libcurl, the official client's HTTP library, accepts and Runtime API proxy extensions send (SPEC 10.10).
+// Streamed responses, which need chunked bodies and trailers, use node:http.
 
 class RuntimeApi {
   constructor(address) {
@@ -244,24 +382,11 @@ class RuntimeApi {
     this.host = address.slice(0, colon);
     this.port = Number.parseInt(address.slice(colon + 1), 10);
     this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    this.connection = new Connection(this.host, this.port);
   }
 
   request(method, route, headers, body) {
-    return new Promise((resolve, reject) => {
-      const request = http.request(
-        { host: this.host, port: this.port, method, path: `${API_PREFIX}${route}`, headers, agent: this.agent },
-        (response) => {
-          const chunks = [];
-          response.on("data", (chunk) => chunks.push(chunk));
-          response.on("end", () =>
-            resolve({ status: response.statusCode, headers: response.headers, body: Buffer.concat(chunks) }),
-          );
-          response.on("error", reject);
-        },
-      );
-      request.on("error", reject);
-      request.end(body);
-    });
+    return this.connection.request(method, `${API_PREFIX}${route}`, headers, body);
   }
 
   async next() {
