@@ -4,25 +4,31 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  # bubblewrap: the sandbox. curl: the tests' bash bootstraps. cmake, make, g++, autoconf, automake, libtool: the
+  # native addon of the official Node.js runtime client (aws-lambda-ric), which npm builds into the Node.js images.
   need=()
-  for pkg in bubblewrap curl; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+  for pkg in bubblewrap curl cmake make g++ autoconf automake libtool; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null
   fi
 fi
 python3 -m pip install -q --root-user-action=ignore -e '.[dev]'
-# The java17/java21 runtimes run the official runtime interface client, fetched from Maven Central.
-ric_lib="${LAMBDARUN_CACHE:-$HOME/.cache/lambdarun}/java/lib"
-if command -v mvn >/dev/null && ! ls "$ric_lib"/aws-lambda-java-runtime-interface-client-*.jar >/dev/null 2>&1; then
-  mvn -q -B -f src/lambdarun/runtimes/java/pom.xml dependency:copy-dependencies -DoutputDirectory="$ric_lib" || true
-fi
-# Each Python runtime needs awslambdaric in an interpreter of its version (python3.11, 3.12, 3.13).
-for version in 3.11 3.12 3.13; do
-  for py in "$(command -v "python$version" || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version"*/bin/"python$version"; do
-    if [ -x "$py" ] && "$py" -c pass 2>/dev/null; then
-      "$py" -c 'import awslambdaric' 2>/dev/null || "$py" -m pip install -q --root-user-action=ignore awslambdaric || true
-      break
-    fi
+# Nothing goes into this machine's own interpreters: each runtime's client and SDK live in its image. CI proves it
+# by removing the runtime client from every Python 3.11-3.13 found here first.
+if [ "${CI:-}" = true ]; then
+  for version in 3.11 3.12 3.13; do
+    for py in "$(command -v "python$version" || true)" "/usr/bin/python$version" \
+              "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version"*/bin/"python$version"; do
+      if [ -x "$py" ] && "$py" -c 'import awslambdaric' 2>/dev/null; then
+        "$py" -m pip uninstall -y -q --root-user-action=ignore awslambdaric \
+          || "$py" -m pip uninstall -y -q --break-system-packages awslambdaric
+      fi
+    done
   done
-done
+fi
+# The runtime images, from the registries into lambdarun's cache, once per machine: every runtime this machine can
+# run (Python and Java runtimes need their interpreter here; Node.js comes from the npm registry).
+python3 -m lambdarun runtimes install

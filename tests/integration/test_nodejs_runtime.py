@@ -26,6 +26,7 @@ from _log_support import assert_failed_init_then_suppressed_init
 
 from lambdarun import Function, InvokeResult, RuntimeUnavailable
 from lambdarun.runtimes import registry
+from lambdarun.runtimes.nodejs_runtime import find_host_node
 
 NODE = Path(__file__).resolve().parents[1] / "fixtures" / "nodejs"
 ISO_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -716,10 +717,15 @@ def test_streaming_handler_chunks_are_the_buffered_payload() -> None:
 
 
 @pytest.mark.parametrize("runtime", ["nodejs18.x", "nodejs22.x"])
-def test_missing_node_major_raises_runtime_unavailable(runtime: str) -> None:
+def test_missing_node_major_raises_runtime_unavailable(
+    runtime: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Missing now means: no image in the cache, no npm registry to build one from, no Node.js of that major here.
     major = runtime.removeprefix("nodejs").removesuffix(".x")
-    if registry.get_runtime(runtime).install_hint() is None:
-        pytest.skip(f"Node.js {major} is installed here")
+    if find_host_node(major) is not None:
+        pytest.skip(f"Node.js {major} is installed here: lambdarun falls back to it")
+    monkeypatch.setenv("LAMBDARUN_CACHE", str(tmp_path))
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
     fn = node_function(runtime=runtime)
 
     with pytest.raises(RuntimeUnavailable, match=f"needs Node.js {major}"):

@@ -1,28 +1,31 @@
-"""`lambdarun runtimes`: every runtime, whether this machine can run it, and what to install if not."""
+"""`lambdarun runtimes`: every runtime, whether a sandbox runs it here, and what to install if not."""
 
 from __future__ import annotations
 
 import subprocess
 
-from lambdarun.runtimes.registry import all_runtimes
+from lambdarun.runtimes.registry import State, all_runtimes
+
+
+def runtimes_lines() -> dict[str, str]:
+    out = subprocess.run(["lambdarun", "runtimes"], capture_output=True, text=True, check=True, timeout=120).stdout
+    return {line.split()[0]: line for line in out.splitlines()}
 
 
 def test_every_runtime_is_listed_with_its_status_and_what_to_install() -> None:
-    out = subprocess.run(["lambdarun", "runtimes"], capture_output=True, text=True, check=True, timeout=120).stdout
-    lines = {line.split()[0]: line for line in out.splitlines()}
+    lines = runtimes_lines()
     assert set(lines) == {spec.id for spec in all_runtimes()}
     for spec in all_runtimes():
-        hint = spec.install_hint()
-        if hint is None:
-            assert lines[spec.id].split()[1] == "ready"
-        else:
-            assert lines[spec.id].split()[1] == "missing"
-            assert hint in lines[spec.id]  # names what to install
+        status = spec.status()
+        assert lines[spec.id].split()[1] == status.state.value
+        assert status.detail in lines[spec.id]  # names what it holds, or what to install
     assert "ready" in lines["python3.11"] and "ready" in lines["provided.al2023"]
 
 
-def test_a_missing_runtime_says_what_to_install() -> None:
-    out = subprocess.run(["lambdarun", "runtimes"], capture_output=True, text=True, check=True, timeout=120).stdout
-    for line in out.splitlines():
-        if " missing " in line:
+def test_a_runtime_not_ready_says_what_to_install() -> None:
+    for runtime, line in runtimes_lines().items():
+        state = line.split()[1]
+        if state == State.NOT_INSTALLED.value:
+            assert f"`lambdarun runtimes install {runtime}`" in line
+        elif state == State.MISSING.value:
             assert "install" in line

@@ -279,12 +279,13 @@ def _npm_install(lang: Path, npm_cli: Path, prefix: Path, packages: list[str]) -
     (shims / "npm").write_text(f'#!/bin/sh\nexec "{node}" "{npm_cli}" "$@"\n')
     (shims / "npm").chmod(0o755)
     env = dict(os.environ)
+    # npm's own cache of downloaded packages: the user's npm setting, else one in lambdarun's cache.
+    env.setdefault("npm_config_cache", os.environ.get("NPM_CONFIG_CACHE", str(cache.cache_root() / "npm")))
     env.update(
         {
             "PATH": f"{shims}:{lang / 'bin'}:{os.environ.get('PATH', '/usr/local/bin:/usr/bin:/bin')}",
             "npm_config_nodedir": str(lang),
-            "npm_config_cache": str(cache.cache_root() / "npm"),
-            "npm_config_update_notifier": "false",
+                "npm_config_update_notifier": "false",
             "npm_config_fund": "false",
             "npm_config_audit": "false",
             "npm_config_loglevel": "error",
