@@ -10,10 +10,7 @@ import base64
 import hashlib
 import os
 import sys
-import tarfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TextIO
 
@@ -45,7 +42,7 @@ class Progress:
         if not final and now - self._last < 0.2:
             return
         self._last = now
-        size = f"{done / 1e6:.1f} MB" + (f" of {total / 1e6:.1f} MB" if total else "")
+        size = _size(done) + (f" of {_size(total)}" if total else "")
         end = "\n" if final else ""
         self.stream.write(
             f"\rlambdarun: downloading {label}: {size}{end}"
@@ -53,6 +50,10 @@ class Progress:
             else f"lambdarun: downloaded {label}: {size}\n"
         )
         self.stream.flush()
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.0f} kB"
 
 
 def npm_registry() -> str:
@@ -86,6 +87,9 @@ def maven_jar(jar: pins.MavenJar, dest_dir: Path, progress: Progress) -> None:
 
 
 def _download(url: str, target: Path, algorithm: str, label: str, progress: Progress) -> bytes:
+    import urllib.error  # here: urllib costs tens of milliseconds at start-up, and only image builds need it
+    import urllib.request
+
     digest = hashlib.new(algorithm)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as response, target.open("wb") as out:
@@ -106,6 +110,7 @@ def _download(url: str, target: Path, algorithm: str, label: str, progress: Prog
 
 def _unpack(archive: Path, dest: Path, strip: str) -> None:
     """Extract with the `data` filter (no absolute paths, no links out, no device files), minus a leading dir."""
+    import tarfile
 
     def without_prefix(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         if not member.name.startswith(strip):

@@ -250,14 +250,17 @@ def _links_out_of(home: Path) -> tuple[Path, ...]:
     """The top directories (e.g. /etc/java-17-openjdk) that links inside `home` point into, outside the system
     directories every sandbox shows."""
     found: set[Path] = set()
-    for directory, subdirs, files in os.walk(home):
-        for name in (*subdirs, *files):
-            path = Path(directory, name)
-            if not path.is_symlink():
-                continue
-            target = Path(os.path.realpath(path))
-            if target.is_relative_to(home) or any(target.is_relative_to(root) for root in _SYSTEM):
-                continue
-            if target.exists() and len(target.parts) >= 3:
-                found.add(Path(*target.parts[:3]))
+    pending = [str(home)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if not entry.is_symlink():
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    continue
+                target = Path(os.path.realpath(entry.path))
+                if target.is_relative_to(home) or any(target.is_relative_to(root) for root in _SYSTEM):
+                    continue
+                if target.exists() and len(target.parts) >= 3:
+                    found.add(Path(*target.parts[:3]))
     return tuple(sorted(found))
