@@ -285,7 +285,7 @@ def _npm_install(lang: Path, npm_cli: Path, prefix: Path, packages: list[str]) -
         {
             "PATH": f"{shims}:{lang / 'bin'}:{os.environ.get('PATH', '/usr/local/bin:/usr/bin:/bin')}",
             "npm_config_nodedir": str(lang),
-                "npm_config_update_notifier": "false",
+            "npm_config_update_notifier": "false",
             "npm_config_fund": "false",
             "npm_config_audit": "false",
             "npm_config_loglevel": "error",
