@@ -23,6 +23,7 @@ import pytest
 
 from lambdarun.runtimes import cache, registry
 from lambdarun.runtimes.base import State
+from lambdarun.runtimes.nodejs_runtime import find_host_node
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -153,6 +154,20 @@ def test_first_use_with_no_registry_names_what_is_missing(tmp_path: Path) -> Non
     assert "pip could not fetch python3.12's packages" in done.stderr
     assert "`lambdarun runtimes install python3.12`" in done.stderr
     assert not list(tmp_path.glob("images/python3.12-*"))  # nothing half-built looks usable
+
+
+def test_node_with_no_registry_and_no_image_runs_this_machines_node_with_lambdaruns_client(tmp_path: Path) -> None:
+    runtime = next((f"nodejs{major}.x" for major in ("18", "20", "22", "24") if find_host_node(major)), None)
+    if runtime is None:
+        pytest.skip("no Node.js of a Lambda major is installed on this machine to fall back to")
+    env = offline({**os.environ, "LAMBDARUN_CACHE": str(tmp_path)})
+    done = lambdarun("invoke", str(FIXTURES / "nodejs" / "image_probe"), "--runtime", runtime, "--handler",
+                     "index.handler", env=env)  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert f"{runtime} runs this machine's Node.js" in done.stderr  # said once, with the command that fixes it
+    assert f"`lambdarun runtimes install {runtime}` succeeds" in done.stderr
+    assert "(file:///var/runtime/index.mjs:" in done.stdout and "aws-lambda-ric" not in done.stdout  # ours
 
 
 # -- two lambdaruns installing at once

@@ -57,7 +57,7 @@ class NodeRuntime:
             )
             missing = missing_build_tools(self.pins.ric)
             if missing:
-                detail += f"; its official runtime client needs {_tools(missing)} to build, first"
+                detail += f"; for its official runtime client, first `apt-get install -y {' '.join(missing)}`"
             return Status(State.NOT_INSTALLED, detail)
         self._refresh(image)
         from .probe import in_sandbox

@@ -99,53 +99,18 @@ class PythonRuntime:
         def fill(root: Path) -> dict[str, object]:
             runtime = root / "runtime"
             progress.step(f"fetching {self.id}: {_packages()} from PyPI")
-            command = [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--no-warn-script-location",
-                "--no-compile",
-                "--retries",
-                "1",
-                "--timeout",
-                "15",
-                "--target",
-                str(runtime),
-                "--only-binary=:all:",
-                "--implementation",
-                "cp",
-                "--python-version",
-                self.minor,
-                "--platform",
-                pins.PYTHON_PLATFORM,
-                *pins.PYTHON_PACKAGES,
-            ]
+            command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
+                       "--no-warn-script-location", "--no-compile", "--retries", "1", "--timeout", "15",
+                       "--target", str(runtime), "--only-binary=:all:", "--implementation", "cp",
+                       "--python-version", self.minor, "--platform", pins.PYTHON_PLATFORM,
+                       *pins.PYTHON_PACKAGES]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 raise FetchError(f"pip could not fetch {self.id}'s packages: {_tail(done.stderr or done.stdout)}")
             # Compiled by the runtime's interpreter, with the paths the sandbox shows in tracebacks.
-            compiled = subprocess.run(
-                [
-                    str(home.executable),
-                    "-I",
-                    "-m",
-                    "compileall",
-                    "-q",
-                    "-j",
-                    "0",
-                    "-s",
-                    str(runtime),
-                    "-p",
-                    LAMBDA_PATHS.runtime,
-                    str(runtime),
-                ],
-                capture_output=True,
-                text=True,
-            )
+            compile_all = [str(home.executable), "-I", "-m", "compileall", "-q", "-j", "0", "-s", str(runtime),
+                           "-p", LAMBDA_PATHS.runtime, str(runtime)]  # fmt: skip
+            compiled = subprocess.run(compile_all, capture_output=True, text=True)
             if compiled.returncode != 0:
                 raise RuntimeUnavailable(f"compiling {self.id}'s packages failed: {_tail(compiled.stdout)}")
             (root / "empty").mkdir()
