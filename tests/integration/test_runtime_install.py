@@ -170,6 +170,30 @@ def test_node_with_no_registry_and_no_image_runs_this_machines_node_with_lambdar
     assert "(file:///var/runtime/index.mjs:" in done.stdout and "aws-lambda-ric" not in done.stdout  # ours
 
 
+@pytest.mark.slow
+def test_without_build_tools_node_gets_lambdaruns_client_and_the_command_for_the_official_one(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    require_installable("nodejs22.x")
+    # Every command of the machine but cmake, which aws-lambda-ric's native addon needs.
+    bin_dir = tmp_path_factory.mktemp("bin-without-cmake")
+    for directory in ("/usr/bin", "/bin"):
+        for command in Path(directory).iterdir():
+            if command.name != "cmake" and not os.path.lexists(bin_dir / command.name):
+                (bin_dir / command.name).symlink_to(command)
+    env = {**with_cache(tmp_path_factory.mktemp("cache")), "PATH": str(bin_dir)}
+    installed = lambdarun("runtimes", "install", "nodejs22.x", env=env, timeout=600)
+
+    assert installed.returncode == 0, installed.stderr
+    hint = "aws-lambda-ric 4.0.2 needs cmake to build: `apt-get install -y cmake`, then `lambdarun runtimes install"
+    assert installed.stdout.split()[:2] == ["nodejs22.x", "ready"]
+    assert "lambdarun's runtime client" in installed.stdout and hint in installed.stdout
+    done = lambdarun("invoke", str(FIXTURES / "nodejs" / "image_probe"), "--runtime", "nodejs22.x", "--handler",
+                     "index.handler", "--event", '{"modules": ["@aws-sdk/client-s3"]}', env=offline(env))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert '"path":"/var/runtime/node_modules/@aws-sdk/client-s3/' in done.stdout  # the SDK is there all the same
+
+
 # -- two lambdaruns installing at once
 
 
