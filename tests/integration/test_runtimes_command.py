@@ -29,3 +29,17 @@ def test_a_runtime_not_ready_says_what_to_install() -> None:
             assert f"`lambdarun runtimes install {runtime}`" in line
         elif state == State.MISSING.value:
             assert "install" in line
+
+
+def test_invoke_help_names_every_runtime() -> None:
+    out = subprocess.run(["lambdarun", "invoke", "--help"], capture_output=True, text=True, check=True).stdout
+    words = out.replace(",", " ").split()
+
+    assert all(spec.id in words for spec in all_runtimes())
+
+
+def test_installing_an_unknown_runtime_names_the_supported_ones() -> None:
+    done = subprocess.run(["lambdarun", "runtimes", "install", "nodejs99.x"], capture_output=True, text=True)
+
+    assert done.returncode == 2
+    assert "unknown runtime nodejs99.x; supported: python3.11, python3.12" in done.stderr
