@@ -148,6 +148,8 @@ class NodeRuntime:
                 error = _npm_install(lang, npm_cli, runtime, [*sdk, f"aws-lambda-ric@{p.ric}"])
                 if error is None:
                     client = f"aws-lambda-ric {p.ric}"
+                    # The sources its addon was built from (3.x leaves 150 MB of curl): the addon is all it loads.
+                    shutil.rmtree(runtime / "node_modules" / "aws-lambda-ric" / "deps", ignore_errors=True)
                 else:
                     note = f"aws-lambda-ric {p.ric} did not build ({error}); {install_command(self.id)} tries again"
                     shutil.rmtree(runtime)
