@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from ..core.current import Current
-from ..core.errors import MAX_PAYLOAD, InvalidStateTransition
+from ..core.errors import INVALID_RESPONSE_MODE, MAX_PAYLOAD, InvalidStateTransition
 from ..core.runtime import InitErrorReport, InvalidRequestId, Invocation, RuntimeChannel, RuntimeReply
 from .errors import accepted, error, method_not_allowed, not_found, too_large
 from .http import Request, Response
@@ -78,11 +78,11 @@ class RuntimeAPI:
             # error and the invoker sees Runtime.InvalidResponseModeHeader.
             body = json.dumps(
                 {
-                    "errorType": "Runtime.InvalidResponseModeHeader",
+                    "errorType": INVALID_RESPONSE_MODE,
                     "errorMessage": f"Invalid function response mode: {mode}",
                 }
             ).encode()
-            reply = RuntimeReply(body, "application/json", True, "Runtime.InvalidResponseModeHeader", request.started)
+            reply = RuntimeReply(body, "application/json", True, INVALID_RESPONSE_MODE, request.started)
             failure = self._deliver(channel, request_id, reply)
             return failure or error(400, "InvalidFunctionResponseMode", "Invalid function response mode")
         if request.oversized and not is_error:

@@ -23,7 +23,7 @@ from ..telemetry import records as r
 from ..telemetry.records import Event
 from ..telemetry.stream import EventStream
 from . import invoke as flow
-from .generation import Generation
+from .generation import Generation, Sandbox
 from .init import InitResult, run_init
 from .invoke import InvokeOutcome, InvokeRequest, InvokeResponse, Run
 from .layout import Layout, assemble, make_scratch
@@ -31,9 +31,15 @@ from .shutdown import shut_down
 
 
 class Environment:
-    def __init__(self, config: FunctionConfig, stream: EventStream | None = None) -> None:
+    def __init__(
+        self,
+        config: FunctionConfig,
+        stream: EventStream | None = None,
+        sandbox: Callable[[Layout], Sandbox] | None = None,
+    ) -> None:
         self.config = config
         self.stream = stream or EventStream()
+        self._new_sandbox = sandbox or _view_sandbox
         self._lock = asyncio.Lock()
         self._gen: Generation | None = None
         self._scratch: Path | None = None
@@ -116,7 +122,7 @@ class Environment:
 
     async def _init(self, phase: r.Phase, budget_s: float) -> InitResult:
         assert self._layout is not None
-        self._gen = Generation(self._layout, ViewSandbox(self._layout.view), self.stream)
+        self._gen = Generation(self._layout, self._new_sandbox(self._layout), self.stream)
         return await run_init(self._gen, phase, budget_s)
 
     async def _finish(
@@ -166,3 +172,7 @@ class Environment:
 
 def _ignore(_: object) -> None:
     pass
+
+
+def _view_sandbox(layout: Layout) -> Sandbox:
+    return ViewSandbox(layout.view)
