@@ -122,6 +122,14 @@ def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
     help="invoke N times in one warm environment",
 )
 @click.option("--name", default="function", show_default=True, help="the function's name")
+@click.option("--trace-id", help="the X-Ray header of each invoke (default: a fresh one per invoke, as Lambda sends)")
+@click.option(
+    "--tracing",
+    type=click.Choice(["PassThrough", "Active"]),
+    default="PassThrough",
+    show_default=True,
+    help="X-Ray tracing mode; Active sets Sampled=1 on the fresh trace ids",
+)
 @click.option(
     "--telemetry",
     "telemetry_file",
@@ -140,6 +148,8 @@ def invoke(
     event_file: Path | None,
     repeat: int,
     name: str,
+    trace_id: str | None,
+    tracing: str,
     telemetry_file: TextIO | None,
 ) -> None:
     """Invoke the function in CODE (a directory or zip) and print each response on one line."""
@@ -154,6 +164,7 @@ def invoke(
             memory=memory,
             timeout=timeout,
             name=name,
+            tracing=tracing,
         )
         function.start()
     except (ConfigError, RuntimeUnavailable, OSError, ValueError) as exc:
@@ -167,7 +178,7 @@ def invoke(
             function.subscribe(_telemetry_writer(telemetry_file))
         for _ in range(repeat):
             for payload in payloads:
-                pending = function.start_invoke(payload=payload)
+                pending = function.start_invoke(payload=payload, trace_id=trace_id)
                 response = pending.response()
                 _write(sys.stdout, _one_line(response.payload))
                 failed |= response.function_error is not None

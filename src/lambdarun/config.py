@@ -15,6 +15,7 @@ class ConfigError(ValueError):
     """A configuration Lambda would refuse; the message says what to fix."""
 
 
+TRACING_MODES = ("PassThrough", "Active")
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -32,6 +33,7 @@ class FunctionConfig:
     region: str = "us-east-1"
     account_id: str = "123456789012"
     init_timeout_s: float = 10.0  # on-demand Init limit (SPEC 4.1)
+    tracing: str = "PassThrough"  # X-Ray tracing mode: Active samples every invoke (Sampled=1)
 
     def __post_init__(self) -> None:
         self.code = Path(self.code)
@@ -57,6 +59,8 @@ class FunctionConfig:
             raise ConfigError(f"memory {self.memory_mb} MB is outside Lambda's range 128-10240 MB")
         if not 1 <= self.timeout_s <= 900:
             raise ConfigError(f"timeout {self.timeout_s} s is outside Lambda's range 1-900 s")
+        if self.tracing not in TRACING_MODES:
+            raise ConfigError(f"tracing mode {self.tracing!r} is not one of {', '.join(TRACING_MODES)}")
         if len(self.layers) > MAX_LAYERS:
             raise ConfigError(f"a function can use at most {MAX_LAYERS} layers, {len(self.layers)} were given")
         try:

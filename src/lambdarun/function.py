@@ -102,6 +102,7 @@ class Function:
         memory: int = 128,
         timeout: float = 3.0,
         name: str = "function",
+        tracing: str = "PassThrough",
     ) -> None:
         self.config = FunctionConfig(
             code=Path(code),
@@ -112,6 +113,7 @@ class Function:
             memory_mb=memory,
             timeout_s=timeout,
             name=name,
+            tracing=tracing,
         )
         self._loop: LoopThread | None = None
         self._env: Environment | None = None

@@ -59,11 +59,20 @@ class InvokeOutcome:
         return self.report.status
 
 
+def new_trace_id(sampled: bool) -> str:
+    """A fresh X-Ray header as Lambda sends on every invoke, `Sampled=0` without active tracing (SPEC 1.2)."""
+    root = f"1-{int(time.time()):08x}-{os.urandom(12).hex()}"
+    return f"Root={root};Parent={os.urandom(8).hex()};Sampled={1 if sampled else 0}"
+
+
 class Run:
     """The state of one invoke while it runs."""
 
-    def __init__(self, request: InvokeRequest, started: float, deadline: float, init_ms: float | None) -> None:
+    def __init__(
+        self, request: InvokeRequest, started: float, deadline: float, init_ms: float | None, trace_id: str
+    ) -> None:
         self.request = request
+        self.trace_id = trace_id
         self.started = started
         self.deadline = deadline
         self.init_ms = init_ms
@@ -74,7 +83,7 @@ class Run:
         self.runtime_done_at: float | None = None
         self.extensions_done_at: float | None = None
         self._response = InvokeResponse(request.request_id, b"", "application/json", None, None)
-        self.tracing = r.Tracing(os.urandom(8).hex(), request.trace_id) if request.trace_id else None
+        self.tracing = r.Tracing(os.urandom(8).hex(), trace_id)
 
     def answer(self, reply: RuntimeReply) -> None:
         self.answered = True
@@ -114,15 +123,14 @@ async def run_invoke(gen: Generation, run: Run, on_response: Callable[[InvokeRes
         deadline_ms=int(run.deadline * 1000),
         function_arn=config.arn,
         content_type=req.content_type,
-        trace_id=req.trace_id,
+        trace_id=run.trace_id,
         client_context=req.client_context,
         cognito_identity=req.cognito_identity,
         tenant_id=req.tenant_id,
     )
     event: dict[str, Any] = {"eventType": INVOKE, "deadlineMs": invocation.deadline_ms, "requestId": req.request_id,
-                             "invokedFunctionArn": config.arn}  # fmt: skip
-    if req.trace_id:
-        event["tracing"] = {"type": "X-Amzn-Trace-Id", "value": req.trace_id}
+                             "invokedFunctionArn": config.arn,
+                             "tracing": {"type": "X-Amzn-Trace-Id", "value": run.trace_id}}  # fmt: skip
     subscribers = [x for x in gen.extensions.registered if x.subscribed(INVOKE)]
     channel.assign(invocation)
     for ext in subscribers:
