@@ -1,6 +1,7 @@
 """Every invoke carries an X-Ray trace header, as on Lambda (SPEC 1.2): the caller's, or a fresh one with
 `Sampled=0` (`Sampled=1` with active tracing). It reaches the runtime (`Lambda-Runtime-Trace-Id`, and from there
-`_X_AMZN_TRACE_ID`), the INVOKE event of extensions, and the platform's records as their tracing context."""
+`_X_AMZN_TRACE_ID`) and the INVOKE event of extensions; a traced invoke (the caller's header, or active
+tracing) also puts it on the platform's records as their tracing context."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ HANDLER = "import os\n\ndef handler(event, context):\n    return os.environ.get(
 
 def _contexts(events: list) -> list[dict]:  # type: ignore[type-arg]
     kinds = ("platform.start", "platform.runtimeDone", "platform.report")
-    return [e.record["tracing"] for e in events if e.type in kinds]
+    return [e.record["tracing"] for e in events if e.type in kinds and "tracing" in e.record]
 
 
 def test_trace_header_reaches_the_runtime_and_the_platform_records(tmp_path: Path) -> None:
@@ -39,8 +40,7 @@ def test_every_invoke_without_a_trace_header_gets_a_fresh_one(tmp_path: Path) ->
     seen = [r.json() for r in results]
     assert all(re.fullmatch(FRESH % 0, value) for value in seen), seen
     assert len(set(seen)) == 3  # new for each invoke
-    for result, value in zip(results, seen, strict=True):
-        assert {c["value"] for c in _contexts(result.events)} == {value}
+    assert not any(_contexts(r.events) for r in results)  # unsampled: no tracing context on platform records
 
 
 def test_active_tracing_samples_and_extensions_see_the_same_header(tmp_path: Path) -> None:

@@ -107,8 +107,7 @@ class Environment:
                 await self._reset(ResetReason.TIMEOUT if init.status is Status.TIMEOUT else ResetReason.FAILURE)
                 suppressed = True
         started = time.time()
-        trace_id = request.trace_id or flow.new_trace_id(sampled=self.config.tracing == "Active")
-        run = Run(request, started, started + self.config.timeout_s, init_ms, trace_id)
+        run = Run(request, started, started + self.config.timeout_s, init_ms, self.config.tracing == "Active")
         self.stream.emit(r.Start(request.request_id, self.config.version, run.tracing))
         if suppressed:
             # The suppressed init: Init again, inside the invoke, bounded by the function timeout (SPEC 4.1).

@@ -69,10 +69,10 @@ class Run:
     """The state of one invoke while it runs."""
 
     def __init__(
-        self, request: InvokeRequest, started: float, deadline: float, init_ms: float | None, trace_id: str
+        self, request: InvokeRequest, started: float, deadline: float, init_ms: float | None, active_tracing: bool
     ) -> None:
         self.request = request
-        self.trace_id = trace_id
+        self.trace_id = request.trace_id or new_trace_id(sampled=active_tracing)
         self.started = started
         self.deadline = deadline
         self.init_ms = init_ms
@@ -83,7 +83,11 @@ class Run:
         self.runtime_done_at: float | None = None
         self.extensions_done_at: float | None = None
         self._response = InvokeResponse(request.request_id, b"", "application/json", None, None)
-        self.tracing = r.Tracing(os.urandom(8).hex(), trace_id)
+        # The platform records carry a tracing context when the invoke is traced: the caller sent a header, or
+        # active tracing sampled it. A fresh unsampled header only reaches the runtime and the INVOKE event
+        # [UNCONFIRMED: whether Lambda puts an unsampled context on platform.start/runtimeDone/report].
+        traced = request.trace_id is not None or active_tracing
+        self.tracing = r.Tracing(os.urandom(8).hex(), self.trace_id) if traced else None
 
     def answer(self, reply: RuntimeReply) -> None:
         self.answered = True
