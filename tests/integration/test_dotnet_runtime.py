@@ -3,6 +3,7 @@ hook and a wrapper compiled by `mcs` once per session (tests/fixtures/dotnet, _d
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from _dotnet_support import RUNTIME, DotnetBuild, build
 from lambdarun import Function, InvokeResult
 
 HANDLER = "Handlers::Fixtures.Probe::"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dotnet-hello"
 
 
 @pytest.fixture(scope="session")
@@ -229,3 +231,14 @@ def test_runtimes_command_says_which_dotnet_runs_and_which_lambda_runs(dotnet_bu
     assert re.search(r"runs \.NET( Core)? \d+\.\d+\.\d+", lines["dotnet8"])
     assert lines["dotnet8"].endswith("Lambda runs .NET 8")
     assert lines["dotnetcore3.1"].endswith("Lambda runs .NET Core 3.1")
+
+
+def test_readme_example_builds_with_mcs_and_runs(dotnet_build: DotnetBuild, tmp_path: Path) -> None:
+    path = f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"  # build.sh's python3 is this one
+    subprocess.run(["bash", str(EXAMPLE / "build.sh"), str(tmp_path)], check=True, capture_output=True, timeout=120,
+                   env={**os.environ, "PATH": path})  # fmt: skip
+    with Function(code=tmp_path, runtime=RUNTIME, handler="Hello::Example.Function::Handler") as fn:
+        result = fn.invoke("world")
+
+    assert re.fullmatch(r"Hello, world! \d s left\.", result.json())
+    assert any(r.endswith(f"\tinfo\tgreeting world in request {result.request_id}\n") for r in result.function_logs)
