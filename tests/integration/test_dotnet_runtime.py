@@ -166,7 +166,7 @@ def test_wrapper_adds_a_host_option_the_runtime_honours(wrapped: InvokeResult) -
     answer = wrapped.json()
 
     assert "/opt" in answer["probingDirectories"].split(":")
-    assert answer["commandLine"][-1] == "Handlers::Fixtures.Probe::Runtime"
+    assert answer["commandLine"] == ["/var/runtime/Amazon.Lambda.RuntimeSupport.dll", HANDLER + "Runtime"]
     assert answer["executionEnv"] == "AWS_Lambda_dotnet8"
 
 

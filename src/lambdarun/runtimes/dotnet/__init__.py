@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ...sandbox.view import HostDirs, Paths
 from .. import registry
-from ..registry import Prepared
+from ..registry import Prepared, RuntimeUnavailable
 from . import client, dotnetcore2
 
 LAMBDA_MAJOR = {"dotnet10": "10", "dotnet8": "8", "dotnet6": "6", "dotnetcore3.1": "3.1"}
@@ -131,14 +131,22 @@ def prepare(identifier: str, host: HostDirs, seen: Paths) -> Prepared:
     muxer = locate(identifier)
     install = find(identifier)
     assert install is not None
+    built = client.ensure(cache())
+    if seen.tmp == "/tmp":
+        for path in (muxer, str(built)):
+            if _hidden_in_sandbox(os.path.realpath(path)):
+                raise RuntimeUnavailable(
+                    f"{path} is where the sandbox shows its own /tmp, /opt or /var: the .NET runtimes need .NET "
+                    f"and LAMBDARUN_CACHE elsewhere (e.g. under your home directory)"
+                )
     lang_bin = host.lang / "bin"
     (lang_bin / "dotnet").symlink_to(muxer)
     for name in ("host", "shared"):
         if (install.root / name).is_dir():
             (lang_bin / name).symlink_to(install.root / name)
-    built = client.ensure(cache())
     for name in (client.CLIENT, client.CORE):
-        (host.runtime / f"{name}.dll").symlink_to(built / f"{name}.dll")
+        # Copies (tens of KB), not links: the host resolves links, and the client's path would show the cache's.
+        shutil.copyfile(built / f"{name}.dll", host.runtime / f"{name}.dll")
     (host.runtime / "runtime-release").write_text(f"LAMBDA_RUNTIME_NAME={identifier}\n")
     exports = globalization(install)
     template = resources.files("lambdarun.runtimes.dotnet").joinpath("bootstrap.sh").read_text()
@@ -161,9 +169,17 @@ def globalization(install: Install) -> dict[str, str]:
                      if (m := p.rsplit(".so.", 1)[1].split(".")[0]).isdigit()})  # fmt: skip
     if not majors:
         return {"DOTNET_SYSTEM_GLOBALIZATION_INVARIANT": "1"}
-    if install.origin == "dotnetcore2":
+    if any(v.startswith("3.") for v in install.versions):
         return {"CLR_ICU_VERSION_OVERRIDE": str(majors[-1])}
     return {}
+
+
+def _hidden_in_sandbox(path: str) -> bool:
+    """Whether bubblewrap's view replaces this host path (sandbox/view.py: a private /tmp, the layers at /opt, a
+    fresh /var with only lib, run and cache bound back)."""
+    if path.startswith(("/tmp/", "/opt/")):
+        return True
+    return path.startswith("/var/") and not path.startswith(("/var/lib/", "/var/run/", "/var/cache/"))
 
 
 def _quoted(path: str) -> str:
