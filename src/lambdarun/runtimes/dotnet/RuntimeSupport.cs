@@ -535,7 +535,9 @@ namespace Lambdarun.RuntimeSupport
         }
     }
 
-    /// <summary>A handler string or handler that Lambda's client would refuse (its name, as Lambda reports it).</summary>
+    /// <summary>A handler string or handler that Lambda's client would refuse. The name is that of AWS's client's
+    /// class for these [S-DOTNET]; AWS's docs show `LambdaException` for the older .NET runtimes [UNCONFIRMED which
+    /// name dotnet8 reports]. A throwing constructor is reported here as its own exception, not wrapped.</summary>
     public sealed class LambdaValidationException : Exception
     {
         public LambdaValidationException(string message) : base(message) { }

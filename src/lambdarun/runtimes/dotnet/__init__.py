@@ -132,13 +132,11 @@ def prepare(identifier: str, host: HostDirs, seen: Paths) -> Prepared:
     install = find(identifier)
     assert install is not None
     built = client.ensure(cache())
-    if seen.tmp == "/tmp":
-        for path in (muxer, str(built)):
-            if _hidden_in_sandbox(os.path.realpath(path)):
-                raise RuntimeUnavailable(
-                    f"{path} is where the sandbox shows its own /tmp, /opt or /var: the .NET runtimes need .NET "
-                    f"and LAMBDARUN_CACHE elsewhere (e.g. under your home directory)"
-                )
+    if seen.tmp == "/tmp" and _hidden_in_sandbox(muxer):
+        raise RuntimeUnavailable(
+            f"{muxer} is where the sandbox shows its own /tmp, /opt or /var: the .NET runtimes need .NET (and "
+            f"LAMBDARUN_CACHE, where dotnetcore2 is unpacked) elsewhere, e.g. under your home directory"
+        )
     lang_bin = host.lang / "bin"
     (lang_bin / "dotnet").symlink_to(muxer)
     for name in ("host", "shared"):
