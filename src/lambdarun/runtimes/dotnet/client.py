@@ -53,7 +53,7 @@ def ensure(cache: Path) -> Path:
     if compiler is None:
         raise RuntimeUnavailable(f"the .NET runtimes compile lambdarun's runtime client once with `mcs`; {MCS_HINT}")
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="client-", dir=cache) as scratch:
+    with tempfile.TemporaryDirectory(prefix="client-tmp", dir=cache) as scratch:
         work = Path(scratch)
         for name in _SOURCES:
             (work / name).write_bytes(_source(name))
@@ -69,6 +69,10 @@ def ensure(cache: Path) -> Path:
                 raise
     found = built(cache)
     assert found is not None
+    # Builds of other sources are of no use any more: environments run copies of the assemblies.
+    for stale in cache.glob("client-*"):
+        if stale != found and not stale.name.startswith("client-tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
     return found
 
 
