@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for pkg in bubblewrap curl; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+  for pkg in bubblewrap curl mono-mcs; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null
@@ -26,3 +26,6 @@ for version in 3.11 3.12 3.13; do
     fi
   done
 done
+# The .NET runtimes: the machine's dotnet, else .NET Core 3.1 from PyPI's dotnetcore2 (fetched into the per-user
+# cache); lambdarun's runtime client is compiled with mcs. Done now so that no test pays for it.
+python3 -m lambdarun.runtimes.dotnet || true

@@ -44,8 +44,8 @@ class Prepared:
 @dataclass(frozen=True)
 class RuntimeSpec:
     id: str
-    family: str  # python | nodejs | java | provided
-    version: str  # 3.12 | 20 | 17 | al2023
+    family: str  # python | nodejs | java | dotnet | provided
+    version: str  # 3.12 | 20 | 17 | 8 | al2023
 
     @property
     def needs_handler(self) -> bool:
@@ -68,10 +68,18 @@ class RuntimeSpec:
                 return _node_interpreter(self.version)
             case "java":
                 return _java_interpreter(self.version)
+            case "dotnet":
+                from . import dotnet  # imports this module: never at this module's own import
+
+                return dotnet.locate(self.id)
         return None
 
     def prepare(self, host: HostDirs, seen: Paths, memory_mb: int) -> Prepared:
         """Fill the runtime and language directories of one environment; return how Lambda starts the runtime."""
+        if self.family == "dotnet":
+            from . import dotnet
+
+            return dotnet.prepare(self.id, host, seen)
         interpreter = self.locate()
         lang_bin, seen_bin = host.lang / "bin", f"{seen.lang}/bin"
         match self.family:
@@ -120,7 +128,11 @@ class RuntimeSpec:
                         {"AWS_EXECUTION_ENV": execution_env, **exports})  # fmt: skip
 
     def client_note(self) -> str | None:
-        """Which runtime client a Node.js function gets here, and how to get the official one."""
+        """Which runtime client a Node.js function gets here, and how to get the official one; which .NET runs."""
+        if self.family == "dotnet":
+            from . import dotnet
+
+            return dotnet.client_note(self.id)
         if self.family != "nodejs":
             return None
         if (NODE_RIC_DIR / "package.json").exists():
@@ -130,6 +142,10 @@ class RuntimeSpec:
 
     def install_hint(self) -> str | None:
         """What to install for this runtime to run here, or None when it can run."""
+        if self.family == "dotnet":
+            from . import dotnet
+
+            return dotnet.install_hint(self.id)  # without fetching .NET or compiling the client
         try:
             self.locate()
         except RuntimeUnavailable as exc:
@@ -148,6 +164,10 @@ _RUNTIMES = {
         RuntimeSpec("nodejs22.x", "nodejs", "22"),
         RuntimeSpec("java17", "java", "17"),
         RuntimeSpec("java21", "java", "21"),
+        RuntimeSpec("dotnet10", "dotnet", "10"),
+        RuntimeSpec("dotnet8", "dotnet", "8"),
+        RuntimeSpec("dotnet6", "dotnet", "6"),  # deprecated on Lambda, still running there
+        RuntimeSpec("dotnetcore3.1", "dotnet", "3.1"),  # deprecated; runs faithfully on dotnetcore2's .NET Core 3.1
         RuntimeSpec("provided.al2023", "provided", "al2023"),
         RuntimeSpec("provided.al2", "provided", "al2"),
     )
