@@ -154,6 +154,7 @@ def invoke(
 ) -> None:
     """Invoke the function in CODE (a directory or zip) and print each response on one line."""
     payloads = _events(event, event_file)
+    interrupts = _Interrupts()
     try:
         function = Function(
             code,
@@ -169,8 +170,9 @@ def invoke(
         function.start()
     except (ConfigError, RuntimeUnavailable, OSError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        sys.exit(130)  # start() removed what it had made
     failed = False
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C: no process or temp dir left
     try:
         json_logs = function.config.env.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
         function.subscribe(_log_printer(json_logs))
@@ -184,10 +186,12 @@ def invoke(
                 failed |= response.function_error is not None
                 pending.result()
     except KeyboardInterrupt:
-        print("lambdarun: interrupted, shutting the environment down", file=sys.stderr)
+        print("lambdarun: interrupted, shutting the environment down (again to kill it at once)", file=sys.stderr)
+        interrupts.closing(function)
         function.close()
         sys.exit(130)
     finally:
+        interrupts.closing(function)
         function.close()
     sys.exit(1 if failed else 0)
 
@@ -205,5 +209,29 @@ def runtimes() -> None:
         click.echo(line)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _Interrupts:
+    """Ctrl-C or SIGTERM: the first one interrupts what runs (KeyboardInterrupt) and the environment is shut down
+    with its usual sequence; any later one, or one during that shutdown, kills its processes at once. Only the first
+    raises, so nothing interrupts the code that removes the environment's files."""
+
+    def __init__(self) -> None:
+        self._function: Function | None = None
+        self._raised = self._kill = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def closing(self, function: Function) -> None:
+        """`function` is being closed: from now on a signal kills it."""
+        self._function = function
+        if self._kill:
+            function.kill()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self._raised and self._function is None:
+            self._raised = True
+            raise KeyboardInterrupt
+        if not self._kill:
+            print("lambdarun: interrupted during shutdown, killing the environment", file=sys.stderr)
+        self._kill = True
+        if self._function is not None:
+            self._function.kill()

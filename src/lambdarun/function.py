@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,9 @@ class InvokeResult:
         return self.report.init_duration_ms
 
 
+_KILL_GRACE_S = 3.0  # after kill(), how long close() lets the shutdown sequence finish before it stops it
+
+
 class PendingInvoke:
     """An invoke under way: its response arrives before the invoke ends (extensions may still run)."""
 
@@ -119,6 +124,8 @@ class Function:
         self._env: Environment | None = None
         # Invokes under way: the task, and the outcome that tells whether the invoke itself has ended.
         self._pending: list[tuple[concurrent.futures.Future[Any], concurrent.futures.Future[Any]]] = []
+        self._kill_requested = False
+        self._wake: threading.Event | None = None  # set when the close() under way should stop waiting
 
     def __enter__(self) -> Function:
         self.start()
@@ -134,8 +141,9 @@ class Function:
         self._env = Environment(self.config)
         try:
             self._loop.run(self._env.start())
-        except BaseException:
+        except BaseException:  # Ctrl-C too: the loop stops with start() unfinished, discard() removes its files
             self._loop.stop()
+            self._env.discard()
             self._loop = self._env = None
             raise
 
@@ -192,14 +200,37 @@ class Function:
         return self.start_invoke(event, **options).result()
 
     def close(self) -> None:
-        """Shut the environment down (the shutdown sequence), kill what is left and remove its files."""
+        """Shut the environment down (the shutdown sequence), kill what is left and remove its files. `kill()`
+        cuts the sequence short; a KeyboardInterrupt while waiting still kills every process and removes the files."""
         if self._env is None or self._loop is None:
             return
+        env, loop = self._env, self._loop
         for task, outcome in self._pending:
             if not outcome.done():
                 task.cancel()  # an invoke still running is abandoned; one that ended may still be resetting
+        wake = self._wake = threading.Event()
         try:
-            self._loop.run(self._env.shutdown(ResetReason.SPINDOWN))
+            shutdown = loop.submit(env.shutdown(ResetReason.SPINDOWN))
+            shutdown.add_done_callback(lambda _: wake.set())
+            if self._kill_requested:
+                wake.set()
+            wake.wait()
+            if not shutdown.done():  # kill(): the sequence ends once it sees its processes gone
+                loop.loop.call_soon_threadsafe(env.kill)
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    shutdown.result(_KILL_GRACE_S)
+            elif not shutdown.cancelled():
+                shutdown.result()
         finally:
-            self._loop.stop()
-            self._loop = self._env = None
+            loop.stop()
+            env.discard()  # nothing left to do after a whole shutdown; after a cut-short one, whatever is left
+            self._loop = self._env = self._wake = None
+            self._kill_requested = False
+
+    def kill(self) -> None:
+        """Stop without the shutdown sequence: every process is killed at once and the files are removed by the
+        close() under way, or by the next close(). Safe to call from a signal handler or another thread."""
+        self._kill_requested = True
+        wake = self._wake
+        if wake is not None:
+            wake.set()

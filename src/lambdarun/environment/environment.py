@@ -8,10 +8,9 @@ died while idle resets before the next invoke). `start`, `invoke` and `shutdown`
 from __future__ import annotations
 
 import asyncio
-import shutil
+import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from ..api.app import serve
 from ..api.http import Server
@@ -19,6 +18,7 @@ from ..config import FunctionConfig
 from ..core.current import NoGeneration
 from ..core.outcomes import ResetReason, Status
 from ..sandbox.launcher import ViewSandbox
+from ..sandbox.scratch import Scratch
 from ..telemetry import records as r
 from ..telemetry.records import Event
 from ..telemetry.stream import EventStream
@@ -42,7 +42,7 @@ class Environment:
         self._new_sandbox = sandbox or _view_sandbox
         self._lock = asyncio.Lock()
         self._gen: Generation | None = None
-        self._scratch: Path | None = None
+        self._scratch: Scratch | None = None
         self._server: Server | None = None
         self._layout: Layout | None = None
         self._closed = False
@@ -52,7 +52,7 @@ class Environment:
         self._scratch = make_scratch()
         try:
             self._server = await serve(self._current)
-            self._layout = assemble(self.config, self._scratch, f"{self._server.host}:{self._server.port}")
+            self._layout = assemble(self.config, self._scratch.path, f"{self._server.host}:{self._server.port}")
         except BaseException:
             await self._close_server()
             await self._remove_scratch()
@@ -166,8 +166,23 @@ class Environment:
 
     async def _remove_scratch(self) -> None:
         if self._scratch is not None:
-            await asyncio.to_thread(shutil.rmtree, self._scratch, True)
+            await asyncio.to_thread(self._scratch.remove)
             self._scratch = None
+
+    def kill(self) -> None:
+        """SIGKILL every process of the environment now (from any thread); a shutdown under way then ends as soon
+        as it sees them gone, without waiting out its budget."""
+        gen = self._gen
+        for process in gen.processes if gen is not None else []:
+            process.signal_group(signal.SIGKILL)
+            process.signal_group(signal.SIGCONT)
+
+    def discard(self) -> None:
+        """What `shutdown()` would have left undone when the loop running it was stopped before its end: kill
+        every process and remove the files. Synchronous and idempotent; nothing to do after a full shutdown."""
+        self.kill()
+        if self._scratch is not None:
+            self._scratch.remove()
 
 
 def _ignore(_: object) -> None:
