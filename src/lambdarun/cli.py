@@ -122,6 +122,9 @@ def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
     help="invoke N times in one warm environment",
 )
 @click.option("--name", default="function", show_default=True, help="the function's name")
+@click.option(
+    "--stream", is_flag=True, help="write each response's bytes as they arrive (streamed responses), then a newline"
+)
 @click.option("--trace-id", help="the X-Ray header of each invoke (default: a fresh one per invoke, as Lambda sends)")
 @click.option(
     "--tracing",
@@ -148,6 +151,7 @@ def invoke(
     event_file: Path | None,
     repeat: int,
     name: str,
+    stream: bool,
     trace_id: str | None,
     tracing: str,
     telemetry_file: TextIO | None,
@@ -181,10 +185,14 @@ def invoke(
         for _ in range(repeat):
             for payload in payloads:
                 pending = function.start_invoke(payload=payload, trace_id=trace_id)
-                response = pending.response()
-                _write(sys.stdout, _one_line(response.payload))
-                failed |= response.function_error is not None
-                pending.result()
+                if stream:
+                    for chunk in pending.chunks():
+                        sys.stdout.buffer.write(chunk)
+                        sys.stdout.buffer.flush()
+                    _write(sys.stdout, "")
+                else:
+                    _write(sys.stdout, _one_line(pending.response().payload))
+                failed |= pending.result().function_error is not None
     except KeyboardInterrupt:
         print("lambdarun: interrupted, shutting the environment down (again to kill it at once)", file=sys.stderr)
         interrupts.closing(function)

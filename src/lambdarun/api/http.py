@@ -20,7 +20,7 @@ import resource
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -54,6 +54,43 @@ DEFAULT_LIMITS = Limits()
 _CHUNK_FRAMING = 64  # bytes allowed per chunk of a chunked body for its size line and CRLFs, past `max_head`
 
 
+class BodyStream:
+    """A request body handed to its handler as it arrives (a streamed response, SPEC 1.7): `chunks()` yields it
+    piece by piece; then `complete` and `trailers` are set, or `aborted` when the connection went first."""
+
+    def __init__(self) -> None:
+        self._pending: deque[bytes] = deque()
+        self._more = asyncio.Event()
+        self.complete = False
+        self.aborted = False
+        self.trailers: Headers = {}
+
+    def _feed(self, chunk: bytes) -> None:
+        self._pending.append(chunk)
+        self._more.set()
+
+    def _end(self, trailers: Headers) -> None:
+        self.trailers, self.complete = trailers, True
+        self._more.set()
+
+    def _abort(self) -> None:
+        self.aborted = True
+        self._more.set()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            while self._pending:
+                yield self._pending.popleft()
+            if self.complete or self.aborted:
+                return
+            self._more.clear()
+            await self._more.wait()
+
+
+# Which requests have their body streamed to the handler rather than buffered: given the method and headers.
+StreamsBody = Callable[[str, "Headers"], bool]
+
+
 @dataclass(slots=True)
 class Request:
     method: str
@@ -66,6 +103,7 @@ class Request:
     oversized: bool  # the body exceeded the server's limit; `body` is then empty
     started: float  # epoch seconds when the request's first byte arrived
     connection: Connection
+    stream: BodyStream | None = None  # the body as it arrives, for requests the server streams (`body` is empty)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -106,9 +144,16 @@ class Connection(asyncio.Protocol):
     """One client connection: parses requests and runs the handler for each, strictly in order."""
 
     def __init__(
-        self, handler: Handler, max_body: int, on_lost: Callable[[Connection], None], limits: Limits = DEFAULT_LIMITS
+        self,
+        handler: Handler,
+        max_body: int,
+        on_lost: Callable[[Connection], None],
+        limits: Limits = DEFAULT_LIMITS,
+        streams: StreamsBody | None = None,
     ) -> None:
         self._handler = handler
+        self._streams = streams
+        self._stream: BodyStream | None = None  # the body being streamed to a handler already running
         self._max_body = max_body
         self._on_lost = on_lost
         self._limits = limits
@@ -236,6 +281,8 @@ class Connection(asyncio.Protocol):
                 unconfirmed.undelivered()
         if self._peek is not None:
             self._peek.close()
+        if self._stream is not None:
+            self._stream._abort()
         if self._task is not None:
             self._task.cancel()
         self._queue.clear()
@@ -277,6 +324,9 @@ class Connection(asyncio.Protocol):
                 self._write(_CONTINUE)
             else:
                 self._continue_owed = True  # written by _run_queue once the earlier responses are out
+        if self._streams is not None and self._streams(self._parser.get_method().decode(), self._headers):
+            self._stream = BodyStream()
+            self._dispatch(self._stream)
 
     def on_chunk_header(self) -> None:
         self._chunks += 1
@@ -284,6 +334,9 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body_fed += len(body)
         self._continue_owed = False  # the client sent the body without waiting for the 100
+        if self._stream is not None:
+            self._stream._feed(body)  # its handler bounds what it keeps
+            return
         if self._close_after:
             return
         self._body_size += len(body)
@@ -297,6 +350,12 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_head, self._head_fed = True, 0
         self._trailers, self._fields = _joined(self._fields), {}
+        if self._stream is not None:  # dispatched at headers: its handler reads on
+            stream, self._stream = self._stream, None
+            stream._end(self._trailers)
+            if not self._parser.should_keep_alive():
+                self._queue.append(_CLOSE)
+            return
         if self._close_after:
             return  # already dispatched at headers
         chunked = "chunked" in self._headers.get("transfer-encoding", "").lower()
@@ -312,7 +371,7 @@ class Connection(asyncio.Protocol):
         self._dispatch()
 
     # -- request execution
-    def _dispatch(self) -> None:
+    def _dispatch(self, stream: BodyStream | None = None) -> None:
         url = httptools.parse_url(self._url)
         request = Request(
             method=self._parser.get_method().decode(),
@@ -325,6 +384,7 @@ class Connection(asyncio.Protocol):
             oversized=self._oversized,
             started=self._started,
             connection=self,
+            stream=stream,
         )
         close_after = self._close_after
         self._body = []
@@ -454,10 +514,13 @@ class Server:
     Past `limits.max_connections`, a new connection is closed at once; a connection with no request under way or
     parked for `limits.idle_timeout_s` is closed. A parked long-poll is never idle."""
 
-    def __init__(self, handler: Handler, max_body: int, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, handler: Handler, max_body: int, limits: Limits = DEFAULT_LIMITS, streams: StreamsBody | None = None
+    ) -> None:
         self._handler = handler
         self._max_body = max_body
         self._limits = limits
+        self._streams = streams
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[Connection] = set()
         self._idle_check: asyncio.TimerHandle | None = None
@@ -480,7 +543,7 @@ class Server:
         if len(self._connections) >= self._limits.max_connections:
             self.refused += 1
             return _Refused()
-        connection = Connection(self._handler, self._max_body, self._connections.discard, self._limits)
+        connection = Connection(self._handler, self._max_body, self._connections.discard, self._limits, self._streams)
         self._connections.add(connection)
         return connection
 

@@ -129,7 +129,7 @@ class Environment:
         self, run: Run, events: list[Event], on_outcome: Callable[[InvokeOutcome], None]
     ) -> InvokeOutcome:
         assert self._gen is not None
-        outcome = InvokeOutcome(run.response(), flow.report(self._gen, run), list(events))
+        outcome = InvokeOutcome(run.streamed(), flow.report(self._gen, run), list(events))
         on_outcome(outcome)  # the caller wakes while the environment freezes: the next invoke queues behind it
         if run.reset is not None:
             await self._reset(run.reset)
