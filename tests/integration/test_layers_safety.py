@@ -59,7 +59,7 @@ def _tools() -> None:
 @pytest.fixture
 def place(identity: Identity) -> Iterator[Path]:  # noqa: F811
     """A directory the identity owns, with `somewhere` in it: the directory nothing may write into."""
-    base = identity.private_dir("lambdarun-layers-test-")
+    base = identity.private_dir("lambdarun-test-layers-")
     (base / "somewhere").mkdir()
     (base / "tmp").mkdir()
     try:
