@@ -215,6 +215,11 @@ class Cgroup(abc.ABC):
         self._fds.append(fd)
         return fd
 
+    @property
+    @abc.abstractmethod
+    def paths(self) -> tuple[Path, ...]:
+        """The cgroup's directories, one per hierarchy."""
+
     @abc.abstractmethod
     def join_fds(self) -> tuple[int, ...]:
         """Writable fds of `cgroup.procs`, one per hierarchy; a process joins by writing "0" to each (join())."""
@@ -268,7 +273,8 @@ class Cgroup(abc.ABC):
         """SIGKILL every process of the cgroup and wait until they are gone (reaping is their parents' job)."""
         self._kill()
         deadline = time.monotonic() + timeout
-        while self.pids() and time.monotonic() < deadline:
+        # Zombies stay listed until their parent reaps them, which may be the caller itself.
+        while not all(_zombie(pid) for pid in self.pids()) and time.monotonic() < deadline:
             time.sleep(0.001)
 
     def close(self) -> None:
@@ -331,6 +337,14 @@ def _signal(pids: Iterable[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except OSError:
+        return True
+
+
 def _read_keys(fd: int, *keys: bytes) -> int:
     """The sum of the values of `keys` in a flat-keyed cgroup file (`memory.stat`, `memory.events`, ...)."""
     total = 0
@@ -360,8 +374,7 @@ class CgroupV1(Cgroup):
         """`nodes`: controller -> its directory (co-mounted controllers share one)."""
         memory = nodes["memory"]
         super().__init__(memory.path.name)
-        self._nodes = nodes
-        unique = list({id(node): node for node in nodes.values()}.values())
+        self._unique = unique = list({id(node): node for node in nodes.values()}.values())
         try:
             limit = str(limits.memory_mb * MB)
             _write(memory, "memory.limit_in_bytes", limit)
@@ -392,6 +405,10 @@ class CgroupV1(Cgroup):
         for node in unique:
             with contextlib.suppress(OSError):
                 node.remove()
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(node.path for node in self._unique)
 
     def join_fds(self) -> tuple[int, ...]:
         return self._join
@@ -445,7 +462,7 @@ class CgroupV1(Cgroup):
 
     def _remove(self) -> None:
         errors = []
-        for node in {id(node): node for node in self._nodes.values()}.values():
+        for node in self._unique:
             try:
                 node.remove()
             except OSError as exc:
@@ -487,6 +504,10 @@ class CgroupV2(Cgroup):
         with contextlib.suppress(OSError):
             return self._keep(self._node.open("memory.peak")), False
         return self._keep(self._node.open("memory.current")), False
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return (self._node.path,)
 
     def join_fds(self) -> tuple[int, ...]:
         return self._join
@@ -571,6 +592,7 @@ def _empty(node: _Node) -> None:
             pids = [int(p) for p in (node.path / "cgroup.procs").read_text().split()]
         except OSError:
             return
+        pids = [pid for pid in pids if not _zombie(pid)]
         if not pids:
             return
         _signal(pids, signal.SIGKILL)
