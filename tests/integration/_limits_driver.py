@@ -288,6 +288,16 @@ def sweep() -> dict[str, Any]:
     return {"storage": storage.sweep(), "cgroups": cgroups.sweep()}
 
 
+def attached_unmounted() -> dict[str, Any]:
+    """Be a lambdarun killed between attaching its /tmp image and mounting it: the device has no autoclear."""
+    scratch = Path(tempfile.mkdtemp(prefix="lambdarun-test-"))
+    image = scratch / storage.IMAGE
+    with open(image, "wb") as f:
+        f.truncate(16 * 1024 * 1024)
+    device = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True, check=True)
+    return {"device": device.stdout.strip(), "scratch": str(scratch)}
+
+
 def unavailable() -> dict[str, Any]:
     try:
         cgroups.create(Limits(128)).close()

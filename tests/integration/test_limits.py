@@ -264,6 +264,20 @@ def test_a_sweep_removes_what_a_sigkilled_lambdarun_left_and_nothing_live(root: 
         shutil.rmtree(left["scratch"], ignore_errors=True)
 
 
+def test_a_sweep_detaches_a_tmp_image_attached_but_never_mounted(root: Runner) -> None:
+    left = root.run("attached_unmounted")
+    try:
+        assert Path(f"/sys/block/{left['device'][5:]}/loop").exists()
+
+        swept = root.run("sweep")
+
+        assert left["device"] in swept["storage"]
+        assert not Path(f"/sys/block/{left['device'][5:]}/loop").exists()
+    finally:
+        subprocess.run(["losetup", "--detach", left["device"]], capture_output=True)
+        shutil.rmtree(left["scratch"], ignore_errors=True)
+
+
 def _mounted(path: str) -> bool:
     return any(f" {path}/" in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
 

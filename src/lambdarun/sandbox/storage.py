@@ -8,8 +8,10 @@ Past the size, writes fail with ENOSPC (SPEC 5.2). The mechanism depends on who 
   I/O on the image, so the image's own pages are not cached a second time (and 400 MB go in 0.2 s, not 0.9).
   The image holds an `flock` while it is mounted; `sweep()` unmounts the images whose owner died (SIGKILL), and
   the loop device goes with its last mount (autoclear). Set-up costs 20-40 ms (bench/limits_cost.py).
-- anyone else: there is no memory cgroup to charge (cgroups.py), so a tmpfs of the size, which bwrap mounts in the
-  sandbox (`--size BYTES --tmpfs /tmp`), is fine and costs nothing to set up.
+- anyone else: a tmpfs of the size, which bwrap mounts in the sandbox (`--size BYTES --tmpfs /tmp`) at no set-up
+  cost. Without a memory cgroup (the usual case: cgroups.py) nothing is charged. In a delegated cgroup it is, and
+  the storage's `note` says so: a disk-backed, size-limited /tmp without root would take a FUSE filesystem
+  (e.g. fuse2fs on an image), which is not built.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 IMAGE = "lambdarun-tmp.img"  # the name the sweep recognises among loop devices' backing files
 MB = 1024 * 1024
+TMPFS_CHARGED = "/tmp is a tmpfs, and what it holds counts against the function's memory (no loop mount without root)"
 
 
 class StorageError(OSError):
@@ -37,16 +41,16 @@ class EphemeralStorage:
     host_path: Path | None  # a directory to bind at /tmp (loop-mounted ext4) ...
     tmpfs_bytes: int | None  # ... or None, and the sandbox mounts a tmpfs of this size at /tmp
     note: str | None = None  # what this mechanism does not give, when it falls short of Lambda's /tmp
-    _image: Path | None = None
-    _lock: int | None = None
+    _image: Path | None = field(default=None, repr=False)
+    _lock: int | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, scratch: Path, size_mb: int) -> EphemeralStorage:
+    def create(cls, scratch: Path, size_mb: int, memory_cgroup: bool = False) -> EphemeralStorage:
         """Make /tmp for an environment whose scratch dir is `scratch`: loop-mounted at `scratch/tmp` as root,
-        else a tmpfs size for the sandbox to mount. Raises StorageError when root cannot mount (see `tmpfs()`
-        for the fallback, which the caller chooses knowing whether a memory cgroup will be charged)."""
+        else a tmpfs size for the sandbox to mount; `memory_cgroup`: whether the sandbox has one (for the note).
+        Raises StorageError when root cannot mount; `tmpfs()` is the fallback then."""
         if os.geteuid() != 0:
-            return cls.tmpfs(size_mb)
+            return cls.tmpfs(size_mb, TMPFS_CHARGED if memory_cgroup else None)
         return cls._loop(scratch, size_mb)
 
     @classmethod
@@ -98,8 +102,10 @@ class EphemeralStorage:
             return
         assert self._image is not None and self.host_path is not None
         try:
-            if _mounted_device(self.host_path) is not None:
+            device = _mounted_device(self.host_path)
+            if device is not None:
                 _unmount(self.host_path)
+                _wait_detached(device)
             self._image.unlink(missing_ok=True)
         finally:
             os.close(self._lock)
@@ -118,6 +124,14 @@ def _unmount(path: Path | str) -> None:
     done = subprocess.run(["umount", str(path)], capture_output=True, check=False)
     if done.returncode != 0:
         _run("umount", "--lazy", str(path))
+
+
+def _wait_detached(device: str, timeout: float = 2.0) -> None:
+    """Autoclear detaches a loop device after its last close, in a kernel worker: wait for it, so that nothing is
+    left when close() or sweep() returns."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/sys/block/{os.path.basename(device)}/loop") and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def _mountinfo() -> list[tuple[str, str]]:
@@ -165,6 +179,7 @@ def sweep() -> list[str]:
                         _unmount(point)
             # Attached but never mounted (killed in between): no autoclear to count on.
             subprocess.run(["losetup", "--detach", device], capture_output=True, check=False)
+            _wait_detached(device)
             if not deleted:
                 with contextlib.suppress(OSError):
                     os.unlink(image)
