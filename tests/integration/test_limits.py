@@ -239,7 +239,10 @@ def test_close_leaves_no_cgroup_mount_or_loop_device(in_cgroup: Runner) -> None:
         assert seen["scratch_left"] == ["tmp"]  # the empty mount point; the scratch dir's owner removes it
 
 
-def test_a_sweep_removes_what_a_sigkilled_lambdarun_left_and_nothing_live(root: Runner) -> None:
+@pytest.mark.parametrize("scratch_swept_first", [False, True])
+def test_a_sweep_removes_what_a_sigkilled_lambdarun_left_and_nothing_live(
+    root: Runner, scratch_swept_first: bool
+) -> None:
     live = cgroups.create(Limits(128))
     orphan = root.start("orphan", memory_mb=128)
     try:
@@ -249,6 +252,8 @@ def test_a_sweep_removes_what_a_sigkilled_lambdarun_left_and_nothing_live(root: 
         orphan.wait()
         paths = [p.parent / left["name"] for p in live.paths]
         assert all(p.is_dir() for p in paths) and _mounted(left["scratch"])
+        if scratch_swept_first:  # the scratch dir's own sweep came first: the image is deleted, still mounted
+            shutil.rmtree(left["scratch"], ignore_errors=True)
 
         swept = root.run("sweep")
 
