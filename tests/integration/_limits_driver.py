@@ -11,6 +11,7 @@ import ctypes
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -261,7 +262,7 @@ def close(with_storage: bool) -> dict[str, Any]:
     if tmp is not None:
         tmp.close()
     child.wait(5)
-    return {
+    seen = {
         "cgroup_paths": [str(p) for p in paths],
         "left": [str(p) for p in paths if p.exists()],
         "returncode": child.returncode,
@@ -270,6 +271,9 @@ def close(with_storage: bool) -> dict[str, Any]:
         "loop_attached": device is not None and Path(f"/sys/block/{device[5:]}/loop").exists(),
         "scratch_left": sorted(p.name for p in scratch.iterdir()),
     }
+    if not seen["mounted"]:
+        shutil.rmtree(scratch)
+    return seen
 
 
 def orphan(memory_mb: int) -> dict[str, Any]:
