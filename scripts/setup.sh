@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for pkg in bubblewrap curl; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+  # bubblewrap and a C compiler build the sandbox (its init is compiled once), passt (pasta) gives it outbound network
+  for pkg in bubblewrap passt gcc libc6-dev curl; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null
