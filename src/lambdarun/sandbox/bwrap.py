@@ -89,7 +89,7 @@ def command(spec: SandboxSpec, init: Path, bwrap: str, fds: Descriptors) -> list
         argv += ["--bind" if writable else "--ro-bind", source, target]
     for path in (*_own_installation(), *spec.masks):
         argv += ["--tmpfs", path, "--remount-ro", path]
-    argv += ["--remount-ro", "/", "--chdir", "/"]
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/"]  # /dev/shm would be memory outside limits
     serve = [INIT_PATH, "serve", str(fds.control), "--listen", str(API_PORT), *switch]
     if fds.cgroup_procs is not None:
         serve += ["--cgroup", str(fds.cgroup_procs)]

@@ -89,6 +89,7 @@ class NamespaceSandbox(Sandbox):
         self._channel = InitChannel(channel_socket, self._exited)
         self._pasta: network.Pasta | None = None
         self._init_pidfd: int | None = None
+        self.init_pid = 0  # init's pid on the host
         self._closed = False
 
     @classmethod
@@ -130,6 +131,7 @@ class NamespaceSandbox(Sandbox):
             init_pid = int(json.loads(info)["child-pid"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ConnectionError("bwrap did not start init") from exc
+        self.init_pid = init_pid
         self._init_pidfd = os.pidfd_open(init_pid)
         outbound = network.unavailable() if self.spec.network == "default" else None
         pasta = None
