@@ -24,7 +24,7 @@ if "lambdarun" not in sys.modules:
     package.__path__ = [str(SRC / "lambdarun")]
     sys.modules["lambdarun"] = package
 
-from lambdarun.sandbox import namespace  # noqa: E402
+from lambdarun.sandbox import bwrap  # noqa: E402
 from lambdarun.sandbox.sandbox import Sandbox  # noqa: E402
 from lambdarun.sandbox.spec import SandboxSpec  # noqa: E402
 
@@ -472,7 +472,7 @@ SCENARIOS = {f.__name__: f for f in (identity, filesystem, ports, freeze, grace,
 def main() -> None:
     name, work = sys.argv[1], Path(sys.argv[2])
     params = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-    if not params.get("plain") and (reason := namespace.unavailable()) is not None:
+    if not params.get("plain") and (reason := bwrap.unavailable()) is not None:
         print(json.dumps({"unavailable": reason}), flush=True)
         return
     result = asyncio.run(SCENARIOS[name](work, params))

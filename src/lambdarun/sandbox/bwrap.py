@@ -20,12 +20,15 @@ packages, lambdarun's perhaps), no lambdarun installation.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import etc
+from .init_binary import InitUnavailable, init_binary
 from .spec import SandboxSpec
 
 INIT_PATH = "/var/rapid/init"  # where Lambda's own init lives
@@ -128,7 +131,8 @@ def _etc(files: dict[str, int]) -> list[str]:
 def _parents(targets: list[str]) -> list[str]:
     """Every directory above the targets, outermost first, but those of the host's own trees."""
     found = {str(parent) for target in targets for parent in Path(target).parents}
-    return sorted((p for p in found if p != "/" and not p.startswith(("/usr", "/proc", "/dev"))), key=len)
+    kept = (p for p in found if p != "/" and not p.startswith(("/usr", "/proc", "/dev")))
+    return sorted(kept, key=lambda p: (p.count("/"), p))
 
 
 def _own_installation() -> list[str]:
@@ -138,3 +142,25 @@ def _own_installation() -> list[str]:
     if any(package.is_relative_to(root) for root in visible) and not package.is_relative_to("/usr/local"):
         return [str(package)]
     return []
+
+
+@functools.cache
+def unavailable() -> str | None:
+    """Why no sandbox can be built here (bwrap, a compiler for init, user namespaces), or None."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "bubblewrap (bwrap) is not installed"
+    try:
+        init = init_binary()
+    except InitUnavailable as exc:
+        return str(exc)
+    userns, start, _ = identity_args(init, 3)
+    probe = [*userns, bwrap, *start, "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/", "--proc", "/proc",
+             "--", "true"]  # fmt: skip
+    try:
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap could not run: {exc}"
+    if result.returncode != 0:
+        return f"user namespaces are not permitted here ({result.stderr.strip() or result.returncode})"
+    return None

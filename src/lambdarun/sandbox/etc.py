@@ -95,3 +95,21 @@ def read_host_resolv_conf() -> str:
             return f.read()
     except OSError:
         return ""
+
+
+def memfds(forwarder: str | None) -> dict[str, int]:
+    """The written files, each in a memfd bwrap copies from: nothing of a sandbox lands on the host's disk."""
+    contents = {
+        "/etc/passwd": PASSWD,
+        "/etc/group": GROUP,
+        "/etc/hosts": HOSTS,
+        "/etc/nsswitch.conf": NSSWITCH,
+        "/etc/resolv.conf": resolv_conf(read_host_resolv_conf(), forwarder),
+    }
+    files = {}
+    for path, text in contents.items():
+        fd = os.memfd_create(os.path.basename(path))  # close-on-exec: bwrap gets it through pass_fds
+        os.write(fd, text.encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        files[path] = fd
+    return files

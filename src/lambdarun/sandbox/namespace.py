@@ -13,19 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import json
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import bwrap, control, etc, network
 from .control import InitChannel
-from .init_binary import InitUnavailable, init_binary
+from .init_binary import init_binary
 from .logpipe import FramePipe, LineSink, LogPipe
 from .processes import Process, close_pipes
 from .sandbox import Sandbox
@@ -34,28 +35,6 @@ from .view import LAMBDA_PATHS
 
 OPEN_TIMEOUT_S = 10.0
 TELEMETRY_FD = 3  # where a process finds the framed-log pipe (_LAMBDA_TELEMETRY_LOG_FD)
-
-
-@functools.cache
-def unavailable() -> str | None:
-    """Why no sandbox can be built here (bwrap, a compiler for init, user namespaces), or None."""
-    bwrap_path = shutil.which("bwrap")
-    if bwrap_path is None:
-        return "bubblewrap (bwrap) is not installed"
-    try:
-        init = init_binary()
-    except InitUnavailable as exc:
-        return str(exc)
-    userns, start, _ = bwrap.identity_args(init, 3)
-    probe = [*userns, bwrap_path, *start, "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/", "--proc", "/proc",
-             "--", "true"]  # fmt: skip
-    try:
-        result = subprocess.run(probe, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bwrap could not run: {exc}"
-    if result.returncode != 0:
-        return f"user namespaces are not permitted here ({result.stderr.strip() or result.returncode})"
-    return None
 
 
 @dataclass
@@ -94,14 +73,13 @@ class NamespaceSandbox(Sandbox):
 
     @classmethod
     async def start(cls, spec: SandboxSpec, cgroup_procs: int | None = None) -> NamespaceSandbox:
-        for path, _, _ in bwrap.binds(spec):
-            if not path.exists():
-                raise SandboxError(f"{path} does not exist")
+        for path, target, _ in bwrap.binds(spec):
+            _check_reachable(path, target)
         init = await asyncio.to_thread(init_binary)
         if os.geteuid() == 0:  # the sandbox's user is the host's `nobody`: its /tmp must be its own
             uid, gid = bwrap.host_identity()
             os.chown(spec.tmp, uid, gid)
-        files = _memfds(spec)
+        files = etc.memfds(network.forwarder() if spec.network == "default" else None)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         info_r, info_w = os.pipe()
         passed = [theirs.fileno(), info_w, *files.values(), *([cgroup_procs] if cgroup_procs is not None else [])]
@@ -274,22 +252,19 @@ class NamespaceSandbox(Sandbox):
         return said
 
 
-def _memfds(spec: SandboxSpec) -> dict[str, int]:
-    forwarder = network.forwarder() if spec.network == "default" else None
-    contents = {
-        "/etc/passwd": etc.PASSWD,
-        "/etc/group": etc.GROUP,
-        "/etc/hosts": etc.HOSTS,
-        "/etc/nsswitch.conf": etc.NSSWITCH,
-        "/etc/resolv.conf": etc.resolv_conf(etc.read_host_resolv_conf(), forwarder),
-    }
-    files = {}
-    for path, text in contents.items():
-        fd = os.memfd_create(os.path.basename(path))  # bwrap gets it through pass_fds
-        os.write(fd, text.encode())
-        os.lseek(fd, 0, os.SEEK_SET)
-        files[path] = fd
-    return files
+def _check_reachable(path: Path, target: str) -> None:
+    """The sandbox's user must reach what is bound for it. Run by root, that user is `nobody` on the host, so a
+    directory lambdarun made with mkdtemp (0700) would be there but unreadable: say so now, not at the first exec."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise SandboxError(f"{path} (for {target}): {exc.strerror}") from exc
+    if os.geteuid() != 0 or target == "/tmp":  # an ordinary user's sandbox user is that user; /tmp is chowned
+        return
+    needed = 0o005 if stat.S_ISDIR(st.st_mode) else 0o004
+    if st.st_mode & needed != needed:
+        raise SandboxError(f"{path} (for {target}) must be readable by others (mode {stat.filemode(st.st_mode)}): "
+                           "the sandbox's user is not root")  # fmt: skip
 
 
 def _complete_json(data: bytes) -> bool:

@@ -41,10 +41,10 @@ class Sandbox(ABC):
     async def open(spec: SandboxSpec, cgroup_procs: int | None = None) -> Sandbox:
         """A new sandbox. `cgroup_procs`: a writable descriptor of a cgroup's `cgroup.procs`, which every process
         joins before it execs (the caller keeps it and closes it after `close`)."""
-        from . import namespace, plain
+        from . import bwrap, namespace, plain
 
         reason = "LAMBDARUN_SANDBOX=plain" if os.environ.get("LAMBDARUN_SANDBOX", "") == "plain" else None
-        reason = reason or namespace.unavailable()
+        reason = reason or bwrap.unavailable()
         if reason is None:
             return await namespace.NamespaceSandbox.start(spec, cgroup_procs)
         return await plain.PlainSandbox.start(spec, cgroup_procs, reason)
