@@ -12,7 +12,9 @@ thaws and waits for every echo. Figures, as medians:
 - resumed: from `thaw()` to the last echo, what the next invoke waits for;
 - floor: the same echo with no freeze at all, so `resumed - floor` is what thawing adds.
 
-Also (info): opening a sandbox and running `true` in it, against a bwrap of today's view running `true`.
+Also (info): a request round trip from a process inside the sandbox to lambdarun's server on the listener the
+sandbox handed out (127.0.0.1:9001 inside, no proxy), against the same client and server on the host's loopback;
+and opening a sandbox and running `true` in it, against a bwrap of today's view running `true`.
 Benchmarks never fail a build on timing: the script exits 0 whatever the figures.
 """
 
@@ -200,6 +202,72 @@ async def thaw_figures(rounds: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+PINGER = """
+import socket, statistics, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+times = []
+for _ in range(int(sys.argv[2])):
+    started = time.perf_counter()
+    s.sendall(b"x" * 160)
+    got = 0
+    while got < 320:
+        got += len(s.recv(4096))
+    times.append(time.perf_counter() - started)
+print(statistics.median(times) * 1e6)
+"""
+
+
+class _Answer(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.pending = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.pending += len(data)
+        while self.pending >= 160:
+            self.pending -= 160
+            self.transport.write(b"y" * 320)  # type: ignore[attr-defined]
+
+
+async def request_figures(count: int) -> None:
+    """(info) Round trips through the listener a sandbox hands out, against the host's loopback."""
+    loop = asyncio.get_running_loop()
+    work = Path(tempfile.mkdtemp(prefix="lambdarun-bench-"))
+    work.chmod(0o755)
+    sb: Sandbox | None = None
+    try:
+        dirs = {n: work / n for n in ("task", "opt", "runtime", "lang", "tmp")}
+        for d in dirs.values():
+            d.mkdir()
+            d.chmod(0o755)
+        sb = await Sandbox.open(SandboxSpec(**dirs, network="none"))  # type: ignore[arg-type]
+        inside = await loop.create_server(_Answer, sock=sb.listener)
+        host = await loop.create_server(_Answer, "127.0.0.1", 0)
+        results: dict[str, list[float]] = {"inside the sandbox": [], "on the host": []}
+        for _ in range(3):
+            lines: list[str] = []
+            process = await sb.spawn("pinger", [PYTHON, "-I", "-c", PINGER, sb.runtime_api, str(count)], {},
+                                     lambda line, at, lines=lines: lines.append(line))  # type: ignore[misc]  # fmt: skip
+            await process.exited
+            process.drain_logs()
+            results["inside the sandbox"].append(float(lines[-1]))
+            port = host.sockets[0].getsockname()[1]
+            done = await asyncio.create_subprocess_exec(PYTHON, "-I", "-c", PINGER, f"127.0.0.1:{port}", str(count),
+                                                        stdout=subprocess.PIPE)  # fmt: skip
+            out, _ = await done.communicate()
+            results["on the host"].append(float(out))
+        for name, values in results.items():
+            print(f"(info) request round trip, {name:18}: {statistics.median(values):6.1f} us")
+        inside.close()
+        host.close()
+    finally:
+        if sb is not None:
+            await sb.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 async def open_figures(samples: int) -> None:
     """(info) A sandbox opened and `true` run in it, against one bwrap of today's per-process view running `true`."""
     work = Path(tempfile.mkdtemp(prefix="lambdarun-bench-"))
@@ -239,6 +307,7 @@ def main() -> None:
         print(f"needs {PYTHON} (the echo processes run it inside the sandbox)")
         return
     asyncio.run(thaw_figures(args.rounds))
+    asyncio.run(request_figures(2000))
     asyncio.run(open_figures(args.open))
 
 
