@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -390,6 +391,23 @@ async def kill_all(work: Path, params: dict[str, Any]) -> Any:
         await sb.close()
 
 
+async def init_killed(work: Path, params: dict[str, Any]) -> Any:
+    """Someone kills the sandbox's init: its processes are gone, and lambdarun knows it."""
+    sb = await Sandbox.open(spec(work, "none"))
+    try:
+        process = await sb.spawn("runtime", ["/bin/sleep", "600"], PATH, Lines())
+        os.kill(sb.init_pid, signal.SIGKILL)  # type: ignore[attr-defined]
+        code = await asyncio.wait_for(asyncio.shield(process.exited), 10)
+        try:
+            await sb.spawn("after", ["/bin/true"], PATH, Lines())
+            after = "started"
+        except OSError as e:
+            after = f"OSError: {e.strerror}"
+        return {"exit": code, "after": after}
+    finally:
+        await sb.close()
+
+
 async def cgroup(work: Path, params: dict[str, Any]) -> Any:
     fd = os.open(os.path.join(params["cgroup"], "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -413,6 +431,9 @@ def _fds() -> list[str]:
 async def leaks(work: Path, params: dict[str, Any]) -> Any:
     """Everything a sandbox made is gone after close: processes, pasta, descriptors, mounts, files."""
     marker = f"LAMBDARUN_SBX_{os.getpid()}_{time.monotonic_ns()}"
+    scratch = work / "scratch"  # where anything temporary of ours would go
+    scratch.mkdir()
+    os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
     fds, mounts = _fds(), Path("/proc/self/mountinfo").read_text()
     sb = await Sandbox.open(spec(work, params.get("network", "default")))
     init_pid = getattr(sb, "init_pid", 0)
@@ -425,7 +446,7 @@ async def leaks(work: Path, params: dict[str, Any]) -> Any:
     await sb.close(grace=0.2)
     return {"running": running, "left": _marked(marker), "helpers_left": _helpers_of(init_pid),
             "fds_equal": _fds() == fds, "mounts_equal": Path("/proc/self/mountinfo").read_text() == mounts,
-            "network": sb.network}  # fmt: skip
+            "network": sb.network, "temporary_files": os.listdir(scratch)}  # fmt: skip
 
 
 def _helpers_of(init_pid: int) -> list[str]:
@@ -466,7 +487,7 @@ async def plain(work: Path, params: dict[str, Any]) -> Any:
 
 
 SCENARIOS = {f.__name__: f for f in (identity, filesystem, ports, freeze, grace, outbound, spawning, kill_all, cgroup,
-                                     leaks, killed, plain)}  # fmt: skip
+                                     leaks, killed, plain, init_killed)}  # fmt: skip
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ def test_close_leaves_no_process_descriptor_mount_or_helper(who: str) -> None:
     assert seen["left"] == []
     assert seen["helpers_left"] == []  # no pasta, no init, no bwrap
     assert seen["fds_equal"] and seen["mounts_equal"]
+    assert seen["temporary_files"] == []
 
 
 def _marked(marker: str) -> list[int]:

@@ -85,6 +85,13 @@ def test_kill_all_leaves_no_process_and_the_sandbox_serves_on(who: str) -> None:
     assert seen["again"] == ["spawned after kill_all"]
 
 
+@pytest.mark.parametrize("who", WHO)
+def test_when_init_is_killed_its_processes_read_as_killed_and_spawning_fails(who: str) -> None:
+    seen, _ = run_scenario(who, "init_killed")
+    assert seen["exit"] == -9
+    assert seen["after"].startswith("OSError")
+
+
 @pytest.fixture
 def pids_cgroup() -> Iterator[Path]:
     """A cgroup of the pids controller (v1 here, v2 elsewhere), delegated to the test user."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 HEADER = struct.Struct("=IIiiq")
-MAX_MESSAGE = 256 * 1024  # init's receive buffer: argv and environment of one process must fit
+MAX_MESSAGE = 128 * 1024  # one process's argv and environment; below a socket's default send buffer
 MAX_FDS = 8
 
 REQ_SPAWN, REQ_SIGNAL, REQ_SIGNAL_ALL, REQ_KILL_ALL, REQ_SOCKET, REQ_PING = 1, 2, 3, 4, 5, 6
@@ -55,7 +55,7 @@ class InitChannel:
 
     def send(self, type_: int, handle: int = 0, a: int = 0, b: int = 0, body: bytes = b"",
              fds: Sequence[int] = ()) -> None:  # fmt: skip
-        """Send one request. A full socket buffer would mean init is stuck: that raises like a dead init."""
+        """Send one request; ConnectionError when init is gone."""
         if self.closed.done():
             raise ConnectionError("the sandbox's init is gone")
         message = HEADER.pack(type_, handle, a, b, 0) + body
@@ -64,7 +64,7 @@ class InitChannel:
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
         try:
             self._sock.sendmsg([message], ancillary)
-        except OSError as exc:
+        except (BrokenPipeError, ConnectionResetError) as exc:
             self._close()
             raise ConnectionError("the sandbox's init is gone") from exc
 

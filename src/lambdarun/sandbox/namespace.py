@@ -50,7 +50,7 @@ class NamespaceProcess(Process):
         return self.host_pid
 
     def signal_group(self, signum: int) -> None:
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(OSError):  # init gone: so is the process
             self.channel.send(control.REQ_SIGNAL, self.handle, signum, 1)
 
 
@@ -66,6 +66,7 @@ class NamespaceSandbox(Sandbox):
         self._popen = popen
         self._by_handle: dict[int, NamespaceProcess] = {}
         self._channel = InitChannel(channel_socket, self._exited)
+        self._channel.closed.add_done_callback(lambda _: self._init_gone())
         self._pasta: network.Pasta | None = None
         self._init_pidfd: int | None = None
         self.init_pid = 0  # init's pid on the host
@@ -185,7 +186,7 @@ class NamespaceSandbox(Sandbox):
         self._signal_all(signal.SIGCONT)
 
     def _signal_all(self, signum: int) -> None:
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(OSError):  # init gone: so is every process
             self._channel.send(control.REQ_SIGNAL_ALL, 0, signum)
 
     async def kill_all(self, timeout: float = 2.0) -> None:
@@ -219,7 +220,11 @@ class NamespaceSandbox(Sandbox):
             await self._pasta.close()
         if getattr(self, "listener", None) is not None:
             self.listener.close()
-        for process in self._by_handle.values():  # only if init vanished before reporting them
+        self._init_gone()
+
+    def _init_gone(self) -> None:
+        """When PID 1 of a namespace exits, the kernel kills every other process of it."""
+        for process in self._by_handle.values():
             if not process.exited.done():
                 process.exited.set_result(-signal.SIGKILL)
         self._by_handle.clear()
