@@ -67,7 +67,7 @@ class NamespaceSandbox(Sandbox):
         self._by_handle: dict[int, NamespaceProcess] = {}
         self._channel = InitChannel(channel_socket, self._exited)
         self._channel.closed.add_done_callback(lambda _: self._init_gone())
-        self._pasta: network.Pasta | None = None
+        self._pasta: asyncio.Future[network.Pasta] | None = None
         self._init_pidfd: int | None = None
         self.init_pid = 0  # init's pid on the host
         self._closed = False
@@ -89,6 +89,10 @@ class NamespaceSandbox(Sandbox):
             popen = subprocess.Popen(bwrap.command(spec, init, shutil.which("bwrap") or "bwrap", fds),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      pass_fds=passed, start_new_session=True)  # fmt: skip
+        except OSError as exc:
+            ours.close()
+            os.close(info_r)
+            raise SandboxError(f"the sandbox did not start: {exc}") from exc
         finally:
             for fd in (theirs.detach(), info_w, *files.values()):
                 os.close(fd)
@@ -113,13 +117,12 @@ class NamespaceSandbox(Sandbox):
         self.init_pid = init_pid
         self._init_pidfd = os.pidfd_open(init_pid)
         outbound = network.unavailable() if self.spec.network == "default" else None
-        pasta = None
         if self.spec.network == "default" and outbound is None:
-            pasta = asyncio.ensure_future(network.Pasta.attach(init_pid, init_binary()))
+            self._pasta = asyncio.ensure_future(network.Pasta.attach(init_pid, init_binary()))
         ready = await self._channel.ready
-        if pasta is not None:
+        if self._pasta is not None:
             try:
-                self._pasta = await pasta
+                await asyncio.shield(self._pasta)
             except OSError as exc:
                 outbound = str(exc)
         if outbound is not None:
@@ -177,7 +180,11 @@ class NamespaceSandbox(Sandbox):
         process = self._by_handle.pop(handle, None)
         if process is not None and not process.exited.done():
             process.max_rss_kb = max_rss_kb
-            process.exited.set_result(os.waitstatus_to_exitcode(status))
+            try:
+                code = os.waitstatus_to_exitcode(status)
+            except ValueError:  # not a wait status: init would never send that
+                code = -signal.SIGKILL
+            process.exited.set_result(code)
 
     def freeze(self) -> None:
         self._signal_all(signal.SIGSTOP)
@@ -217,7 +224,8 @@ class NamespaceSandbox(Sandbox):
         self._channel.close()  # init exits; the kernel kills anything left in its namespace
         await self._wait_gone()
         if self._pasta is not None:
-            await self._pasta.close()
+            with contextlib.suppress(OSError):  # it never started: nothing to stop
+                await (await self._pasta).close()
         if getattr(self, "listener", None) is not None:
             self.listener.close()
         self._init_gone()
