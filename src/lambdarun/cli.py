@@ -108,6 +108,14 @@ def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="an environment variable; repeatable")
 @click.option("--memory", default=128, show_default=True, type=int, help="memory size in MB")
 @click.option("--timeout", default=3.0, show_default=True, type=float, help="function timeout in seconds")
+@click.option("--ephemeral-storage", default=512, show_default=True, type=int, help="the size of /tmp in MB")
+@click.option(
+    "--network",
+    type=click.Choice(["default", "none"]),
+    default="default",
+    show_default=True,
+    help="default: outbound traffic as a non-VPC function has it; none: the sandbox's loopback only",
+)
 @click.option("--event", help="the event as JSON (default {})")
 @click.option(
     "--event-file",
@@ -147,6 +155,8 @@ def invoke(
     env: tuple[str, ...],
     memory: int,
     timeout: float,
+    ephemeral_storage: int,
+    network: str,
     event: str | None,
     event_file: Path | None,
     repeat: int,
@@ -170,6 +180,8 @@ def invoke(
             timeout=timeout,
             name=name,
             tracing=tracing,
+            ephemeral_storage=ephemeral_storage,
+            network=network,
         )
         function.start()
     except (ConfigError, RuntimeUnavailable, OSError, ValueError) as exc:

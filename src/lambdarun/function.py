@@ -126,6 +126,8 @@ class Function:
         timeout: float = 3.0,
         name: str = "function",
         tracing: str = "PassThrough",
+        ephemeral_storage: int = 512,
+        network: str = "default",
     ) -> None:
         self.config = FunctionConfig(
             code=Path(code),
@@ -137,6 +139,8 @@ class Function:
             timeout_s=timeout,
             name=name,
             tracing=tracing,
+            ephemeral_storage_mb=ephemeral_storage,
+            network=network,
         )
         self._loop: LoopThread | None = None
         self._env: Environment | None = None

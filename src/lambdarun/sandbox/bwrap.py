@@ -72,8 +72,9 @@ def identity_args(init: Path, userns_fd: int) -> tuple[list[str], list[str], lis
 
 def binds(spec: SandboxSpec) -> list[tuple[Path, str, bool]]:
     """Every host path of the spec: where it goes, and whether it is writable."""
+    tmp = [(spec.tmp, "/tmp", True)] if spec.tmp_bytes is None else []
     return [(spec.task, "/var/task", False), (spec.opt, "/opt", False), (spec.runtime, "/var/runtime", False),
-            (spec.lang, "/var/lang", False), (spec.tmp, "/tmp", True),
+            (spec.lang, "/var/lang", False), *tmp,
             *((b.source, b.target, b.writable) for b in spec.binds)]  # fmt: skip
 
 
@@ -90,6 +91,8 @@ def command(spec: SandboxSpec, init: Path, bwrap: str, fds: Descriptors) -> list
     argv += _etc(fds.files)
     for source, target, writable in mounts:
         argv += ["--bind" if writable else "--ro-bind", source, target]
+    if spec.tmp_bytes is not None:
+        argv += ["--perms", "1777", "--size", str(spec.tmp_bytes), "--tmpfs", "/tmp"]
     for path in (*_own_installation(), *spec.masks):
         argv += ["--tmpfs", path, "--remount-ro", path]
     argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/"]  # /dev/shm would be memory outside limits

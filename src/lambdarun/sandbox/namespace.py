@@ -77,7 +77,7 @@ class NamespaceSandbox(Sandbox):
         for path, target, _ in bwrap.binds(spec):
             _check_reachable(path, target)
         init = await asyncio.to_thread(init_binary)
-        if os.geteuid() == 0:  # the sandbox's user is the host's `nobody`: its /tmp must be its own
+        if os.geteuid() == 0 and spec.tmp_bytes is None:  # the sandbox's user is `nobody`: its /tmp must be its own
             uid, gid = bwrap.host_identity()
             os.chown(spec.tmp, uid, gid)
         files = etc.memfds(network.forwarder() if spec.network == "default" else None)

@@ -37,6 +37,7 @@ class SandboxSpec:
     runtime: Path
     lang: Path
     tmp: Path  # a directory, or the mount point of a file system sized to the ephemeral storage
+    tmp_bytes: int | None = None  # instead: a tmpfs of this size at /tmp (no disk-backed /tmp without root)
     binds: tuple[Bind, ...] = ()
     masks: tuple[str, ...] = ()
     hostname: str = "localhost"
