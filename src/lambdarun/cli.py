@@ -112,6 +112,14 @@ def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="an environment variable; repeatable")
 @click.option("--memory", default=128, show_default=True, type=int, help="memory size in MB")
 @click.option("--timeout", default=3.0, show_default=True, type=float, help="function timeout in seconds")
+@click.option("--ephemeral-storage", default=512, show_default=True, type=int, help="the size of /tmp in MB")
+@click.option(
+    "--network",
+    type=click.Choice(["default", "none"]),
+    default="default",
+    show_default=True,
+    help="default: outbound traffic as a non-VPC function has it; none: the sandbox's loopback only",
+)
 @click.option("--event", help="the event as JSON (default {})")
 @click.option(
     "--event-file",
@@ -127,6 +135,17 @@ def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
 )
 @click.option("--name", default="function", show_default=True, help="the function's name")
 @click.option(
+    "--stream", is_flag=True, help="write each response's bytes as they arrive (streamed responses), then a newline"
+)
+@click.option("--trace-id", help="the X-Ray header of each invoke (default: a fresh one per invoke, as Lambda sends)")
+@click.option(
+    "--tracing",
+    type=click.Choice(["PassThrough", "Active"]),
+    default="PassThrough",
+    show_default=True,
+    help="X-Ray tracing mode; Active sets Sampled=1 on the fresh trace ids",
+)
+@click.option(
     "--telemetry",
     "telemetry_file",
     type=click.File("w"),
@@ -140,14 +159,20 @@ def invoke(
     env: tuple[str, ...],
     memory: int,
     timeout: float,
+    ephemeral_storage: int,
+    network: str,
     event: str | None,
     event_file: Path | None,
     repeat: int,
     name: str,
+    stream: bool,
+    trace_id: str | None,
+    tracing: str,
     telemetry_file: TextIO | None,
 ) -> None:
     """Invoke the function in CODE (a directory or zip) and print each response on one line."""
     payloads = _events(event, event_file)
+    interrupts = _Interrupts()
     try:
         function = Function(
             code,
@@ -158,12 +183,16 @@ def invoke(
             memory=memory,
             timeout=timeout,
             name=name,
+            tracing=tracing,
+            ephemeral_storage=ephemeral_storage,
+            network=network,
         )
         function.start()
     except (ConfigError, RuntimeUnavailable, OSError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        sys.exit(130)  # start() removed what it had made
     failed = False
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C: no process or temp dir left
     try:
         json_logs = function.config.env.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
         function.subscribe(_log_printer(json_logs))
@@ -171,16 +200,22 @@ def invoke(
             function.subscribe(_telemetry_writer(telemetry_file))
         for _ in range(repeat):
             for payload in payloads:
-                pending = function.start_invoke(payload=payload)
-                response = pending.response()
-                _write(sys.stdout, _one_line(response.payload))
-                failed |= response.function_error is not None
-                pending.result()
+                pending = function.start_invoke(payload=payload, trace_id=trace_id)
+                if stream:
+                    for chunk in pending.chunks():
+                        sys.stdout.buffer.write(chunk)
+                        sys.stdout.buffer.flush()
+                    _write(sys.stdout, "")
+                else:
+                    _write(sys.stdout, _one_line(pending.response().payload))
+                failed |= pending.result().function_error is not None
     except KeyboardInterrupt:
-        print("lambdarun: interrupted, shutting the environment down", file=sys.stderr)
+        print("lambdarun: interrupted, shutting the environment down (again to kill it at once)", file=sys.stderr)
+        interrupts.closing(function)
         function.close()
         sys.exit(130)
     finally:
+        interrupts.closing(function)
         function.close()
     sys.exit(1 if failed else 0)
 
@@ -226,5 +261,29 @@ def install_runtimes(names: tuple[str, ...], force: bool) -> None:
     sys.exit(1 if failed else 0)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _Interrupts:
+    """Ctrl-C or SIGTERM: the first one interrupts what runs (KeyboardInterrupt) and the environment is shut down
+    with its usual sequence; any later one, or one during that shutdown, kills its processes at once. Only the first
+    raises, so nothing interrupts the code that removes the environment's files."""
+
+    def __init__(self) -> None:
+        self._function: Function | None = None
+        self._raised = self._kill = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def closing(self, function: Function) -> None:
+        """`function` is being closed: from now on a signal kills it."""
+        self._function = function
+        if self._kill:
+            function.kill()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self._raised and self._function is None:
+            self._raised = True
+            raise KeyboardInterrupt
+        if not self._kill:
+            print("lambdarun: interrupted during shutdown, killing the environment", file=sys.stderr)
+        self._kill = True
+        if self._function is not None:
+            self._function.kill()

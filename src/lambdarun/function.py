@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +75,9 @@ class InvokeResult:
         return self.report.init_duration_ms
 
 
+_KILL_GRACE_S = 3.0  # after kill(), how long close() lets the shutdown sequence finish before it stops it
+
+
 class PendingInvoke:
     """An invoke under way: its response arrives before the invoke ends (extensions may still run)."""
 
@@ -78,12 +85,28 @@ class PendingInvoke:
         self,
         response: concurrent.futures.Future[InvokeResponse],
         outcome: concurrent.futures.Future[InvokeOutcome],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._response = response
         self._outcome = outcome
+        self._loop = loop
 
     def response(self, timeout: float | None = None) -> InvokeResponse:
+        """What the invoker gets the moment the runtime answers: for a streamed response, its start (`stream`)."""
         return self._response.result(timeout)
+
+    def chunks(self, timeout: float | None = None) -> Iterator[bytes]:
+        """The response body as it arrives: a streamed response chunk by chunk, any other in one piece. The whole
+        body, and the error a stream ended with, are in `result()`."""
+        response = self.response(timeout)
+        if response.stream is None:
+            if response.payload:
+                yield response.payload
+            return
+        arrived: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._loop.call_soon_threadsafe(response.stream.read, arrived.put)
+        while (chunk := arrived.get(timeout=timeout)) is not None:
+            yield chunk
 
     def result(self, timeout: float | None = None) -> InvokeResult:
         return InvokeResult.of(self._outcome.result(timeout))
@@ -102,6 +125,9 @@ class Function:
         memory: int = 128,
         timeout: float = 3.0,
         name: str = "function",
+        tracing: str = "PassThrough",
+        ephemeral_storage: int = 512,
+        network: str = "default",
     ) -> None:
         self.config = FunctionConfig(
             code=Path(code),
@@ -112,11 +138,16 @@ class Function:
             memory_mb=memory,
             timeout_s=timeout,
             name=name,
+            tracing=tracing,
+            ephemeral_storage_mb=ephemeral_storage,
+            network=network,
         )
         self._loop: LoopThread | None = None
         self._env: Environment | None = None
         # Invokes under way: the task, and the outcome that tells whether the invoke itself has ended.
         self._pending: list[tuple[concurrent.futures.Future[Any], concurrent.futures.Future[Any]]] = []
+        self._kill_requested = False
+        self._wake: threading.Event | None = None  # set when the close() under way should stop waiting
 
     def __enter__(self) -> Function:
         self.start()
@@ -132,8 +163,9 @@ class Function:
         self._env = Environment(self.config)
         try:
             self._loop.run(self._env.start())
-        except BaseException:
+        except BaseException:  # Ctrl-C too: the loop stops with start() unfinished, discard() removes its files
             self._loop.stop()
+            self._env.discard()
             self._loop = self._env = None
             raise
 
@@ -183,21 +215,44 @@ class Function:
         task = self._loop.submit(self._env.invoke(request, lambda r: settle(response, r), lambda o: settle(outcome, o)))
         task.add_done_callback(failed)
         self._pending = [(t, o) for t, o in self._pending if not t.done()] + [(task, outcome)]
-        return PendingInvoke(response, outcome)
+        return PendingInvoke(response, outcome, self._loop.loop)
 
     def invoke(self, event: Any = None, **options: Any) -> InvokeResult:
         """Invoke and wait until the invoke has ended (every extension back in `next`); options as start_invoke."""
         return self.start_invoke(event, **options).result()
 
     def close(self) -> None:
-        """Shut the environment down (the shutdown sequence), kill what is left and remove its files."""
+        """Shut the environment down (the shutdown sequence), kill what is left and remove its files. `kill()`
+        cuts the sequence short; a KeyboardInterrupt while waiting still kills every process and removes the files."""
         if self._env is None or self._loop is None:
             return
+        env, loop = self._env, self._loop
         for task, outcome in self._pending:
             if not outcome.done():
                 task.cancel()  # an invoke still running is abandoned; one that ended may still be resetting
+        wake = self._wake = threading.Event()
         try:
-            self._loop.run(self._env.shutdown(ResetReason.SPINDOWN))
+            shutdown = loop.submit(env.shutdown(ResetReason.SPINDOWN))
+            shutdown.add_done_callback(lambda _: wake.set())
+            if self._kill_requested:
+                wake.set()
+            wake.wait()
+            if not shutdown.done():  # kill(): the sequence ends once it sees its processes gone
+                loop.loop.call_soon_threadsafe(env.kill)
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    shutdown.result(_KILL_GRACE_S)
+            elif not shutdown.cancelled():
+                shutdown.result()
         finally:
-            self._loop.stop()
-            self._loop = self._env = None
+            loop.stop()
+            env.discard()  # nothing left to do after a whole shutdown; after a cut-short one, whatever is left
+            self._loop = self._env = self._wake = None
+            self._kill_requested = False
+
+    def kill(self) -> None:
+        """Stop without the shutdown sequence: every process is killed at once and the files are removed by the
+        close() under way, or by the next close(). Safe to call from a signal handler or another thread."""
+        self._kill_requested = True
+        wake = self._wake
+        if wake is not None:
+            wake.set()

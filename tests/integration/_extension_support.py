@@ -126,6 +126,7 @@ def recorded_function(
     env: Mapping[str, str] | None = None,
     timeout: float = 5.0,
     code: Path = FUNCTION,
+    tracing: str = "PassThrough",
 ) -> Iterator[Recorded]:
     """A python3.11 function with the given layers; closed on exit, then checked for leftover processes."""
     marker = uuid.uuid4().hex
@@ -136,6 +137,7 @@ def recorded_function(
         layers=list(layers),
         env={MARKER_VAR: marker, **(env or {})},
         timeout=timeout,
+        tracing=tracing,
     )
     rec = Recorded(fn, marker)
     fn.subscribe(rec.events.append)

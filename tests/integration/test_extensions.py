@@ -6,6 +6,7 @@ the platform measured), never from the test's own clock.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from lambdarun.telemetry import records as r
 from lambdarun.telemetry.records import Event
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:function"
+FRESH_TRACE = r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0"
 TRACE_ID = "Root=1-5f35ae12-0c0fec141ab77a00bc047aa2;Parent=2be948a625588e32;Sampled=1"
 LANGUAGES = {"python": PYTHON_EXT, "bash": BASH_EXT, "node": NODE_EXT}
 
@@ -73,8 +75,9 @@ def test_external_extension_gets_every_invoke_event_with_its_fields(tmp_path: Pa
         assert abs(event["deadlineMs"] - (start.time + 7) * 1000) < 50
         if event["requestId"] == traced:
             assert event["tracing"] == {"type": "X-Amzn-Trace-Id", "value": TRACE_ID}
-        else:
-            assert "tracing" not in event
+        else:  # Lambda sends a trace id on every invoke, Sampled=0 without active tracing (SPEC 1.2)
+            assert event["tracing"]["type"] == "X-Amzn-Trace-Id"
+            assert re.fullmatch(FRESH_TRACE, event["tracing"]["value"])
         assert set(event) <= {"eventType", "deadlineMs", "requestId", "invokedFunctionArn", "tracing"}
 
 

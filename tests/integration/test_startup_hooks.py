@@ -3,7 +3,7 @@ DOTNET_STARTUP_HOOKS, including internal extensions started through them.
 
 The hook scripts live in tests/fixtures/hooks; `hook_layer` copies them into one layer with explicit file modes
 (/opt/<name>.sh, /opt/pyext/sitecustomize.py, /opt/ext.js, /opt/ext.mjs). The Java handler and agent are compiled
-once per session into temporary directories.
+once per session into temporary directories, and so are the .NET handlers and hooks (tests/fixtures/dotnet).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _dotnet_support import DotnetBuild
+from _dotnet_support import build as build_dotnet
 
 from lambdarun import Function, InvokeResult
 from lambdarun.runtimes import registry
@@ -274,7 +276,7 @@ FAILURES = {
     "not_executable": ("/opt/not_executable.sh", "/opt/not_executable.sh: is not an executable", 126),
     "exits_3": ("/opt/exit3.sh", "wrapper giving up before exec", 3),
 }
-RUNTIMES = ["python3.11", "nodejs20.x", pytest.param("java17", marks=pytest.mark.slow)]
+RUNTIMES = ["python3.11", "nodejs20.x", pytest.param("java17", marks=pytest.mark.slow), "dotnet8"]
 
 
 @pytest.fixture(scope="module", params=RUNTIMES)
@@ -298,6 +300,8 @@ def start_failing(
                 fn = python_function(hook_layer, env=env)
             elif failing_runtime == "nodejs20.x":
                 fn = node_function(hook_layer, env=env)
+            elif failing_runtime == "dotnet8":
+                fn = dotnet_function(request.getfixturevalue("dotnet_build"), hook_layer, env=env)
             else:
                 fn = java_function(request.getfixturevalue("java_build"), hook_layer, env=env)
             with fn:
@@ -338,12 +342,22 @@ def test_failing_wrapper_invoke_returns_the_exit_error(start_failing: Callable[[
     }
 
 
-# -- .NET
+# -- .NET: DOTNET_STARTUP_HOOKS
 
 
-def test_dotnet_startup_hooks_run_an_internal_extension() -> None:
-    dotnet = shutil.which("dotnet")
-    if dotnet is None:
-        pytest.skip("dotnet is not installed on this machine: DOTNET_STARTUP_HOOKS needs the .NET runtime "
-                    "(and lambdarun has no dotnet runtime entry in registry.py yet)")  # fmt: skip
-    pytest.skip(f"dotnet is installed ({dotnet}), but lambdarun has no dotnet runtime in registry.py yet")
+@pytest.fixture(scope="session")
+def dotnet_build(tmp_path_factory: pytest.TempPathFactory) -> DotnetBuild:
+    return build_dotnet(tmp_path_factory)
+
+
+def dotnet_function(dotnet_build: DotnetBuild, hook_layer: Path, **options: Any) -> Function:
+    return Function(code=dotnet_build.code, runtime="dotnet8", handler="Handlers::Fixtures.Probe::Echo",
+                    layers=[hook_layer, dotnet_build.layer], **options)  # fmt: skip
+
+
+def test_dotnet_startup_hooks_run_an_internal_extension(dotnet_build: DotnetBuild, hook_layer: Path) -> None:
+    with dotnet_function(dotnet_build, hook_layer, env={"DOTNET_STARTUP_HOOKS": "/opt/ExtensionHook.dll"}) as fn:
+        results, records = invoke_several(fn, "x")
+
+    assert events_seen(records, "dotnet-hook-ext") == [r.request_id for r in results]
+    assert all(r.json() == "hello x" for r in results)

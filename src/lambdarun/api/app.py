@@ -12,7 +12,7 @@ from ..telemetry.subscriptions import LOGS, TELEMETRY
 from .extensions import ExtensionsAPI
 from .http import Server
 from .router import Router
-from .runtime import RuntimeAPI
+from .runtime import RuntimeAPI, streams_body
 from .telemetry import SubscriptionAPI
 
 
@@ -24,6 +24,6 @@ async def serve(current: Current) -> Server:
     for api in (TELEMETRY, LOGS):
         subscriptions = SubscriptionAPI(api, current)
         router.mount(subscriptions.PREFIX, subscriptions.handle)
-    server = Server(router, MAX_PAYLOAD)
+    server = Server(router, MAX_PAYLOAD, streams=streams_body)
     await server.start()
     return server

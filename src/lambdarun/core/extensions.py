@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .errors import InvalidStateTransition
+from .errors import EXTENSION_EXIT, EXTENSION_INIT, InvalidStateTransition
 
 MAX_EXTENSIONS = 10
 INVOKE = "INVOKE"
@@ -221,11 +221,11 @@ class ExtensionRegistry:
 
     def init_error(self, ext: Extension, error_type: str) -> None:
         ext._move({ExtensionState.REGISTERED}, ExtensionState.INIT_ERROR)
-        self.fail("Extension.InitError", f"Extension {ext.name} reported an init error: {error_type}")
+        self.fail(EXTENSION_INIT, f"Extension {ext.name} reported an init error: {error_type}")
 
     def exit_error(self, ext: Extension, error_type: str) -> None:
         ext._move(_NEXT_ALLOWED, ExtensionState.EXIT_ERROR)
-        self.fail("Extension.ExitError", f"Extension {ext.name} reported an exit error: {error_type}")
+        self.fail(EXTENSION_EXIT, f"Extension {ext.name} reported an exit error: {error_type}")
 
     def close_registration(self) -> None:
         self.registration_open = False

@@ -8,10 +8,9 @@ died while idle resets before the next invoke). `start`, `invoke` and `shutdown`
 from __future__ import annotations
 
 import asyncio
-import shutil
+import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from ..api.app import serve
 from ..api.http import Server
@@ -19,11 +18,12 @@ from ..config import FunctionConfig
 from ..core.current import NoGeneration
 from ..core.outcomes import ResetReason, Status
 from ..sandbox.launcher import ViewSandbox
+from ..sandbox.scratch import Scratch
 from ..telemetry import records as r
 from ..telemetry.records import Event
 from ..telemetry.stream import EventStream
 from . import invoke as flow
-from .generation import Generation
+from .generation import Generation, Sandbox
 from .init import InitResult, run_init
 from .invoke import InvokeOutcome, InvokeRequest, InvokeResponse, Run
 from .layout import Layout, assemble, make_scratch
@@ -31,12 +31,18 @@ from .shutdown import shut_down
 
 
 class Environment:
-    def __init__(self, config: FunctionConfig, stream: EventStream | None = None) -> None:
+    def __init__(
+        self,
+        config: FunctionConfig,
+        stream: EventStream | None = None,
+        sandbox: Callable[[Layout], Sandbox] | None = None,
+    ) -> None:
         self.config = config
         self.stream = stream or EventStream()
+        self._new_sandbox = sandbox or _view_sandbox
         self._lock = asyncio.Lock()
         self._gen: Generation | None = None
-        self._scratch: Path | None = None
+        self._scratch: Scratch | None = None
         self._server: Server | None = None
         self._layout: Layout | None = None
         self._closed = False
@@ -46,7 +52,7 @@ class Environment:
         self._scratch = make_scratch()
         try:
             self._server = await serve(self._current)
-            self._layout = assemble(self.config, self._scratch, f"{self._server.host}:{self._server.port}")
+            self._layout = assemble(self.config, self._scratch.path, f"{self._server.host}:{self._server.port}")
         except BaseException:
             await self._close_server()
             await self._remove_scratch()
@@ -101,7 +107,7 @@ class Environment:
                 await self._reset(ResetReason.TIMEOUT if init.status is Status.TIMEOUT else ResetReason.FAILURE)
                 suppressed = True
         started = time.time()
-        run = Run(request, started, started + self.config.timeout_s, init_ms)
+        run = Run(request, started, started + self.config.timeout_s, init_ms, self.config.tracing == "Active")
         self.stream.emit(r.Start(request.request_id, self.config.version, run.tracing))
         if suppressed:
             # The suppressed init: Init again, inside the invoke, bounded by the function timeout (SPEC 4.1).
@@ -116,14 +122,14 @@ class Environment:
 
     async def _init(self, phase: r.Phase, budget_s: float) -> InitResult:
         assert self._layout is not None
-        self._gen = Generation(self._layout, ViewSandbox(self._layout.view), self.stream)
+        self._gen = Generation(self._layout, self._new_sandbox(self._layout), self.stream)
         return await run_init(self._gen, phase, budget_s)
 
     async def _finish(
         self, run: Run, events: list[Event], on_outcome: Callable[[InvokeOutcome], None]
     ) -> InvokeOutcome:
         assert self._gen is not None
-        outcome = InvokeOutcome(run.response(), flow.report(self._gen, run), list(events))
+        outcome = InvokeOutcome(run.streamed(), flow.report(self._gen, run), list(events))
         on_outcome(outcome)  # the caller wakes while the environment freezes: the next invoke queues behind it
         if run.reset is not None:
             await self._reset(run.reset)
@@ -160,9 +166,28 @@ class Environment:
 
     async def _remove_scratch(self) -> None:
         if self._scratch is not None:
-            await asyncio.to_thread(shutil.rmtree, self._scratch, True)
+            await asyncio.to_thread(self._scratch.remove)
             self._scratch = None
+
+    def kill(self) -> None:
+        """SIGKILL every process of the environment now (from any thread); a shutdown under way then ends as soon
+        as it sees them gone, without waiting out its budget."""
+        gen = self._gen
+        for process in gen.processes if gen is not None else []:
+            process.signal_group(signal.SIGKILL)
+            process.signal_group(signal.SIGCONT)
+
+    def discard(self) -> None:
+        """What `shutdown()` would have left undone when the loop running it was stopped before its end: kill
+        every process and remove the files. Synchronous and idempotent; nothing to do after a full shutdown."""
+        self.kill()
+        if self._scratch is not None:
+            self._scratch.remove()
 
 
 def _ignore(_: object) -> None:
     pass
+
+
+def _view_sandbox(layout: Layout) -> Sandbox:
+    return ViewSandbox(layout.view)

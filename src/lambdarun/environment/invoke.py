@@ -18,6 +18,7 @@ from ..core import errors as e
 from ..core.extensions import INVOKE
 from ..core.outcomes import ResetReason, Status
 from ..core.runtime import Invocation, RuntimeReply
+from ..core.stream import ResponseStream
 from ..telemetry import records as r
 from ..telemetry.records import Event, Span, iso_time, ms
 from .generation import Generation, Wait
@@ -44,6 +45,9 @@ class InvokeResponse:
     content_type: str
     function_error: str | None  # "Unhandled" when the function or the platform failed
     error_type: str | None  # the error's type as the invoker sees it: the runtime's own, or the platform's
+    # A streamed response: its chunks as they arrive. The response given when the invoke starts has no payload;
+    # the outcome's has the whole body, and the error the stream ended with, if any.
+    stream: ResponseStream | None = None
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,20 @@ class InvokeOutcome:
         return self.report.status
 
 
+def new_trace_id(sampled: bool) -> str:
+    """A fresh X-Ray header as Lambda sends on every invoke, `Sampled=0` without active tracing (SPEC 1.2)."""
+    root = f"1-{int(time.time()):08x}-{os.urandom(12).hex()}"
+    return f"Root={root};Parent={os.urandom(8).hex()};Sampled={1 if sampled else 0}"
+
+
 class Run:
     """The state of one invoke while it runs."""
 
-    def __init__(self, request: InvokeRequest, started: float, deadline: float, init_ms: float | None) -> None:
+    def __init__(
+        self, request: InvokeRequest, started: float, deadline: float, init_ms: float | None, active_tracing: bool
+    ) -> None:
         self.request = request
+        self.trace_id = request.trace_id or new_trace_id(sampled=active_tracing)
         self.started = started
         self.deadline = deadline
         self.init_ms = init_ms
@@ -74,7 +87,11 @@ class Run:
         self.runtime_done_at: float | None = None
         self.extensions_done_at: float | None = None
         self._response = InvokeResponse(request.request_id, b"", "application/json", None, None)
-        self.tracing = r.Tracing(os.urandom(8).hex(), request.trace_id) if request.trace_id else None
+        # The platform records carry a tracing context when the invoke is traced: the caller sent a header, or
+        # active tracing sampled it. A fresh unsampled header only reaches the runtime and the INVOKE event
+        # [UNCONFIRMED: whether Lambda puts an unsampled context on platform.start/runtimeDone/report].
+        traced = request.trace_id is not None or active_tracing
+        self.tracing = r.Tracing(os.urandom(8).hex(), self.trace_id) if traced else None
 
     def answer(self, reply: RuntimeReply) -> None:
         self.answered = True
@@ -86,7 +103,7 @@ class Run:
         content_type = reply.content_type or "application/json"
         function_error = "Unhandled" if reply.is_error else None
         self._response = InvokeResponse(self.request.request_id, reply.payload, content_type, function_error,
-                                        reply.error_type if reply.is_error else None)  # fmt: skip
+                                        reply.error_type if reply.is_error else None, reply.stream)  # fmt: skip
 
     def fail(self, status: Status, error: e.FunctionError, reset: ResetReason, report_type: str | None = None) -> None:
         """The platform failed the invoke. The report carries `report_type` (default: the invoker's error type);
@@ -105,6 +122,22 @@ class Run:
     def response(self) -> InvokeResponse:
         return self._response
 
+    def streamed(self) -> InvokeResponse:
+        """The response once a stream has ended: the whole body, and the error it ended with."""
+        response, stream = self._response, self._response.stream
+        if stream is None or not stream.ended.done():
+            return response
+        end = stream.ended.result()
+        function_error = "Unhandled" if end.error_type else None
+        return InvokeResponse(response.request_id, stream.body(), response.content_type, function_error,
+                              end.error_type, stream)  # fmt: skip
+
+    def end_stream(self, error: e.FunctionError) -> None:
+        """The platform ended the invoke mid-stream: the stream ends with its error, readers are released."""
+        stream = self._response.stream
+        if stream is not None:
+            stream.end(error.error_type, error.payload)
+
 
 async def run_invoke(gen: Generation, run: Run, on_response: Callable[[InvokeResponse], None]) -> None:
     channel, config, req = gen.channel, gen.layout.config, run.request
@@ -114,15 +147,14 @@ async def run_invoke(gen: Generation, run: Run, on_response: Callable[[InvokeRes
         deadline_ms=int(run.deadline * 1000),
         function_arn=config.arn,
         content_type=req.content_type,
-        trace_id=req.trace_id,
+        trace_id=run.trace_id,
         client_context=req.client_context,
         cognito_identity=req.cognito_identity,
         tenant_id=req.tenant_id,
     )
     event: dict[str, Any] = {"eventType": INVOKE, "deadlineMs": invocation.deadline_ms, "requestId": req.request_id,
-                             "invokedFunctionArn": config.arn}  # fmt: skip
-    if req.trace_id:
-        event["tracing"] = {"type": "X-Amzn-Trace-Id", "value": req.trace_id}
+                             "invokedFunctionArn": config.arn,
+                             "tracing": {"type": "X-Amzn-Trace-Id", "value": run.trace_id}}  # fmt: skip
     subscribers = [x for x in gen.extensions.registered if x.subscribed(INVOKE)]
     channel.assign(invocation)
     for ext in subscribers:
@@ -152,13 +184,16 @@ def _fail(gen: Generation, run: Run) -> None:
     failure = gen.failure()
     request_id = run.request.request_id
     if failure is not None:
-        run.fail(Status.ERROR, e.FunctionError.platform(failure.error_type, failure.text, request_id),
-                 ResetReason.FAILURE)  # fmt: skip
+        error = e.FunctionError.platform(failure.error_type, failure.text, request_id)
+        run.fail(Status.ERROR, error, ResetReason.FAILURE)
+        run.end_stream(error)
         gen.drain_logs()
         gen.stream.emit(r.Fault(f"RequestId: {request_id} Error: {failure.text}\n{failure.error_type}"))
         return
     timeout_s = gen.layout.config.timeout_s
-    run.fail(Status.TIMEOUT, e.timeout_error(request_id, timeout_s), ResetReason.TIMEOUT)
+    error = e.timeout_error(request_id, timeout_s)
+    run.fail(Status.TIMEOUT, error, ResetReason.TIMEOUT)
+    run.end_stream(error)
     gen.drain_logs()
     gen.stream.emit(r.Fault(f"{iso_time(time.time())} {request_id} Task timed out after {timeout_s:.2f} seconds"))
 
@@ -182,15 +217,20 @@ def fail_init(run: Run, init: InitResult, timeout_s: float) -> None:
 
 def _runtime_done(gen: Generation, run: Run, invocation: Invocation, reply: RuntimeReply, done_at: float) -> None:
     delivered = invocation.delivered_at or run.started
+    finished = reply.last_byte_at
     spans = (Span.between("responseLatency", delivered, reply.started_at),
-             Span.between("responseDuration", reply.started_at, reply.finished_at),
-             Span.between("runtimeOverhead", reply.finished_at, done_at))  # fmt: skip
+             Span.between("responseDuration", reply.started_at, finished),
+             Span.between("runtimeOverhead", finished, done_at))  # fmt: skip
     # A runtime that reported an error still answered: platform.report stays `success` as classic RAPID reports
     # it (real REPORT lines show no Status for handler exceptions); runtimeDone carries the error.
-    status = Status.ERROR if reply.is_error else Status.SUCCESS
-    error_type = e.sanitize_error_type(reply.error_type) if reply.is_error else None
+    raw_type = reply.error_type if reply.is_error else None
+    produced = len(reply.payload)
+    if reply.stream is not None and reply.stream.ended.done():
+        raw_type, produced = reply.stream.ended.result().error_type, reply.stream.size
+    status = Status.ERROR if raw_type is not None or reply.is_error else Status.SUCCESS
+    error_type = e.sanitize_error_type(raw_type) if status is Status.ERROR else None
     run.runtime_done_at = done_at
-    _emit_runtime_done(gen, run, status, error_type, spans, produced=len(reply.payload))
+    _emit_runtime_done(gen, run, status, error_type, spans, produced=produced)
 
 
 def _emit_runtime_done(

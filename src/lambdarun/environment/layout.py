@@ -5,11 +5,7 @@ of the runtime and of extensions, and which extensions /opt/extensions holds.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +14,8 @@ from pathlib import Path
 from ..config import FunctionConfig
 from ..core.extensions import MAX_EXTENSIONS
 from ..runtimes.registry import get_runtime
-from ..sandbox.view import HOSTS_LINE, HostDirs, View, make_view
+from ..sandbox.scratch import Scratch, sweep
+from ..sandbox.view import HOSTS_LINE, HostDirs, View, bwrap_usable, make_view
 from . import env_vars
 from .layers import materialize_code, merge_layers
 
@@ -48,10 +45,11 @@ def log_stream(config: FunctionConfig, instance_id: str) -> str:
     return f"{day}/[{config.version}]{instance_id}"
 
 
-def make_scratch() -> Path:
-    """A private directory for the environment's files; orphans of dead lambdarun processes are swept first."""
-    _sweep_orphans()
-    return Path(tempfile.mkdtemp(prefix=f"lambdarun-{os.getpid()}-"))
+def make_scratch() -> Scratch:
+    """A private directory for the environment's files, locked for its life; what lambdarun processes killed
+    without a chance to clean up left behind is swept first."""
+    sweep()
+    return Scratch.create()
 
 
 def assemble(config: FunctionConfig, scratch: Path, runtime_api: str) -> Layout:
@@ -64,7 +62,9 @@ def assemble(config: FunctionConfig, scratch: Path, runtime_api: str) -> Layout:
     hosts = scratch / "hosts"
     hosts.write_text(HOSTS_LINE)
     code = materialize_code(config.code, scratch)
-    opt = merge_layers(config.layers, scratch) if config.layers else scratch / "empty-opt"
+    opt = scratch / "empty-opt"
+    if config.layers:  # a view that mounts /opt read-only lets layer files be hard links
+        opt = merge_layers(config.layers, scratch, read_only=bwrap_usable() is not None)
     dirs = HostDirs(task=code, opt=opt, runtime=scratch / "runtime", lang=scratch / "lang", tmp=scratch / "tmp",
                     hosts=hosts)  # fmt: skip
     view = make_view(dirs)
@@ -112,23 +112,3 @@ def _find_extensions(directory: Path) -> tuple[tuple[str, ...], str | None]:
     if len(names) > MAX_EXTENSIONS:
         return (), f"TooManyExtensions: Extension limit ({MAX_EXTENSIONS}) reached, {len(names)} in /opt/extensions"
     return tuple(names), None
-
-
-_ORPHAN = re.compile(r"lambdarun-(\d+)-")
-
-
-def _sweep_orphans() -> None:
-    """Remove scratch dirs left by lambdarun processes that died without cleaning up (SIGKILL): their sandboxes
-    died with them (bwrap --die-with-parent), their files did not."""
-    root = Path(tempfile.gettempdir())
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(root):
-            match = _ORPHAN.match(entry.name)
-            if match is None or not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():
-                continue
-            try:
-                os.kill(int(match.group(1)), 0)
-            except ProcessLookupError:
-                shutil.rmtree(entry.path, ignore_errors=True)
-            except PermissionError:
-                pass  # alive, someone else's

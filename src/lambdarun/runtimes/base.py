@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..sandbox.view import Bind
+from ..sandbox.spec import Bind
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -25,8 +25,11 @@ class Prepared:
     # environment may start that directly and save a shell's start-up on every cold start.
     direct: list[str] | None = None
     exports: dict[str, str] = field(default_factory=dict)
-    # Read-only mounts the sandbox needs for this runtime: its image at /var/runtime and /var/lang, masks.
+    # What the sandbox needs for this runtime: read-only mounts (its image at /var/runtime and /var/lang, and what
+    # the interpreter links to outside itself), and paths to hide under an empty directory (the interpreter's own
+    # site-packages). Also added to the HostDirs' lists, which today's view mounts.
     binds: tuple[Bind, ...] = ()
+    masks: tuple[str, ...] = ()
 
 
 class State(enum.Enum):

@@ -18,7 +18,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..sandbox.view import LAMBDA_PATHS, Bind, HostDirs, Paths
+from ..sandbox.spec import Bind
+from ..sandbox.view import LAMBDA_PATHS, HostDirs, Paths
 from . import cache, fetch, pins
 from .base import (
     Prepared,

@@ -19,7 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..sandbox.view import LAMBDA_PATHS, Bind, HostDirs, Paths
+from ..sandbox.spec import Bind
+from ..sandbox.view import LAMBDA_PATHS, HostDirs, Paths
 from . import cache, fetch, pins
 from .base import (
     Prepared,

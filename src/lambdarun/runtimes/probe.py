@@ -7,19 +7,20 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..sandbox.view import Bind, HostDirs, make_view
+from ..sandbox.spec import Bind
+from ..sandbox.view import HostDirs, make_view
 
 
-def in_sandbox(binds: Sequence[Bind], argv: list[str], env: dict[str, str]) -> str | None:
-    """None when `argv` succeeds inside a sandbox holding `binds`, else what went wrong. Without a sandbox (plain
-    mode) there is nothing more to check than the files themselves: None."""
+def in_sandbox(binds: Sequence[Bind], argv: list[str], env: dict[str, str], masks: Sequence[str] = ()) -> str | None:
+    """None when `argv` succeeds inside a sandbox holding `binds` and `masks`, else what went wrong. Without a
+    sandbox (plain mode) there is nothing more to check than the files themselves: None."""
     with tempfile.TemporaryDirectory(prefix="lambdarun-probe-") as scratch:
         root = Path(scratch)
         dirs = {name: root / name for name in ("task", "opt", "runtime", "lang", "tmp")}
         for directory in dirs.values():
             directory.mkdir()
         (root / "hosts").write_text("127.0.0.1\tlocalhost\n")
-        view = make_view(HostDirs(hosts=root / "hosts", binds=list(binds), **dirs))
+        view = make_view(HostDirs(hosts=root / "hosts", binds=list(binds), masks=list(masks), **dirs))
         if not view.sandboxed:
             return None
         try:

@@ -1,7 +1,7 @@
 """The Python runtimes (python3.11-3.13): this machine's interpreter at /var/lang, PyPI's packages at /var/runtime.
 
 /var/lang is the interpreter's own prefix (pyenv's or the system's), mounted read-only, with every site-packages
-directory of it masked by an empty one: what is pip-installed on this machine never imports in a function.
+directory of it hidden under an empty one: what is pip-installed on this machine never imports in a function.
 /var/runtime is the image: awslambdaric, boto3 and the rest of what Lambda ships (pins.PYTHON_PACKAGES), wheels for
 the runtime's Python version fetched by the pip of the Python that runs lambdarun, then byte-compiled by the
 runtime's own interpreter so a cold start does not compile boto3 again.
@@ -19,7 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..sandbox.view import LAMBDA_PATHS, Bind, HostDirs, Paths
+from ..sandbox.spec import Bind
+from ..sandbox.view import LAMBDA_PATHS, HostDirs, Paths
 from . import cache, pins
 from .base import (
     Prepared,
@@ -74,9 +75,8 @@ class PythonRuntime:
 
         check = "import sys; sys.path.insert(0, '/var/runtime'); import awslambdaric, boto3"
         env = {"PATH": "/var/lang/bin:/usr/bin:/bin", "LD_LIBRARY_PATH": "/var/lang/lib", "LANG": "C.UTF-8"}
-        error = in_sandbox(
-            self._binds(image, home, LAMBDA_PATHS), [f"/var/lang/bin/python{self.minor}", "-c", check], env
-        )
+        binds, masks = self._mounts(image, home, LAMBDA_PATHS)
+        error = in_sandbox(binds, [f"/var/lang/bin/python{self.minor}", "-c", check], env, masks)
         if error is not None:
             return Status(State.MISSING, f"the sandbox cannot start Python {home.version} from {home.prefix}: {error}")
         return Status(State.READY, f"Python {home.version} ({home.prefix}); {_packages()}")
@@ -113,7 +113,6 @@ class PythonRuntime:
             compiled = subprocess.run(compile_all, capture_output=True, text=True)
             if compiled.returncode != 0:
                 raise RuntimeUnavailable(f"compiling {self.id}'s packages failed: {_tail(compiled.stdout)}")
-            (root / "empty").mkdir()
             return {"runtime": self.id, "packages": list(pins.PYTHON_PACKAGES)}
 
         try:
@@ -147,11 +146,11 @@ class PythonRuntime:
         version = f"python:{self.minor}.lambdarun"
         execution_env = f"AWS_Lambda_{self.id}"
         if seen == LAMBDA_PATHS:
-            binds = self._binds(image, home, seen)
+            binds, masks = self._mounts(image, home, seen)
             host.binds.extend(binds)
-            return Prepared(
-                [f"{seen.runtime}/bootstrap"], version, self._command(seen), {"AWS_EXECUTION_ENV": execution_env}, binds
-            )
+            host.masks.extend(masks)
+            return Prepared([f"{seen.runtime}/bootstrap"], version, self._command(seen),
+                            {"AWS_EXECUTION_ENV": execution_env}, binds, masks)  # fmt: skip
         # Without a sandbox: the image's files linked into the environment's runtime directory, and a virtual
         # environment's pyvenv.cfg at /var/lang, which keeps the interpreter's own site-packages out of sys.path.
         link_entries(image.runtime, host.runtime, skip=("bootstrap",))
@@ -165,12 +164,13 @@ class PythonRuntime:
             [f"{seen.runtime}/bootstrap"], version, self._command(seen), {"AWS_EXECUTION_ENV": execution_env}
         )
 
-    def _binds(self, image: cache.Image, home: PythonHome, seen: Paths) -> tuple[Bind, ...]:
-        empty = image.root / "empty"
-        masks = [Bind(empty, f"{seen.lang}/{relative}") for relative in home.site_dirs]
+    @staticmethod
+    def _mounts(image: cache.Image, home: PythonHome, seen: Paths) -> tuple[tuple[Bind, ...], tuple[str, ...]]:
+        """The image at /var/runtime, the interpreter's prefix at /var/lang; its site-packages hidden."""
+        masks = [f"{seen.lang}/{relative}" for relative in home.site_dirs]
         if home.user_site is not None:
-            masks.append(Bind(empty, str(home.user_site)))
-        return (Bind(image.runtime, seen.runtime), Bind(home.prefix, seen.lang), *masks)
+            masks.append(str(home.user_site))
+        return (Bind(image.runtime, seen.runtime), Bind(home.prefix, seen.lang)), tuple(masks)
 
 
 # -- this machine's interpreters

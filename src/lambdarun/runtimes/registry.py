@@ -5,7 +5,7 @@ the `bootstrap`, and the SDK Lambda ships with that runtime), built from the reg
 `lambdarun runtimes install` and cached per user (cache.py; every version in pins.py). `prepare` returns the argv
 Lambda execs: for managed runtimes `/var/runtime/bootstrap`, a shell script with the `AWS_LAMBDA_EXEC_WRAPPER`
 contract that execs `<interpreter> [flags...] <runtime entry>`; for OS-only runtimes the function's own `bootstrap`.
-The families live in python_runtime.py, nodejs_runtime.py and java_runtime.py.
+The families live in python_runtime.py, nodejs_runtime.py, java_runtime.py and dotnet/.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class Family(Protocol):
 @dataclass(frozen=True)
 class RuntimeSpec:
     id: str
-    family: str  # python | nodejs | java | provided
-    version: str  # 3.12 | 20 | 17 | al2023
+    family: str  # python | nodejs | java | dotnet | provided
+    version: str  # 3.12 | 20 | 17 | 8 | al2023
 
     @property
     def needs_handler(self) -> bool:
@@ -100,7 +100,44 @@ def _family(spec: RuntimeSpec) -> Family | None:
             return NodeRuntime(spec.id, spec.version)
         case "java":
             return JavaRuntime(spec.id, spec.version)
+        case "dotnet":
+            return DotnetRuntime(spec.id)
     return None
+
+
+class DotnetRuntime:
+    """The .NET runtimes (runtimes/dotnet/): lambdarun's own client on this machine's .NET, or on .NET Core 3.1
+    from PyPI's dotnetcore2; they have no image of their own. dotnet/ imports this module, so it is imported late."""
+
+    def __init__(self, runtime_id: str) -> None:
+        self.id = runtime_id
+
+    def status(self) -> Status:
+        from . import dotnet
+
+        hint = dotnet.install_hint(self.id)
+        if hint is not None:
+            return Status(State.MISSING, hint)
+        if dotnet.find(self.id) is None or dotnet.client.built(dotnet.cache()) is None:
+            return Status(State.NOT_INSTALLED, f"{dotnet.client_note(self.id)}; fetched and compiled on first use, "
+                                               f"or now with `lambdarun runtimes install {self.id}`")  # fmt: skip
+        return Status(State.READY, dotnet.client_note(self.id))
+
+    def locate(self) -> str:
+        from . import dotnet
+
+        return dotnet.locate(self.id)
+
+    def install(self, progress: Progress, replace: bool = False) -> None:
+        self.locate()  # fetches .NET when the machine has none, and compiles the client
+
+    def prepare(self, host: HostDirs, seen: Paths, memory_mb: int) -> Prepared:
+        from . import dotnet
+
+        return dotnet.prepare(self.id, host, seen)
+
+    def image(self) -> Image | None:
+        return None
 
 
 _RUNTIMES = {
@@ -115,6 +152,10 @@ _RUNTIMES = {
         RuntimeSpec("nodejs24.x", "nodejs", "24"),
         RuntimeSpec("java17", "java", "17"),
         RuntimeSpec("java21", "java", "21"),
+        RuntimeSpec("dotnet10", "dotnet", "10"),
+        RuntimeSpec("dotnet8", "dotnet", "8"),
+        RuntimeSpec("dotnet6", "dotnet", "6"),  # deprecated on Lambda, still running there
+        RuntimeSpec("dotnetcore3.1", "dotnet", "3.1"),  # deprecated; runs faithfully on dotnetcore2's .NET Core 3.1
         RuntimeSpec("provided.al2023", "provided", "al2023"),
         RuntimeSpec("provided.al2", "provided", "al2"),
     )

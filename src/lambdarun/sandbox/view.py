@@ -18,13 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class Bind:
-    """A file or directory of this machine, mounted read-only at `target` inside the sandbox."""
-
-    source: Path
-    target: str
+from .spec import Bind
 
 
 @dataclass(frozen=True)
@@ -37,10 +31,12 @@ class HostDirs:
     lang: Path
     tmp: Path
     hosts: Path
-    # Mounts the runtime needs (its image at /var/runtime and /var/lang, masks over the interpreter's own
-    # site-packages), mounted after and over the directories above. The runtime's `prepare` fills this list (and
-    # returns the same as `Prepared.binds`); the view reads it when it starts a process.
+    # What the runtime needs besides (its image at /var/runtime and /var/lang, and paths to hide under an empty
+    # directory: the interpreter's own site-packages), mounted after and over the directories above. The runtime's
+    # `prepare` fills these lists (and returns the same as `Prepared.binds` and `.masks`); the view reads them when
+    # it starts a process.
     binds: list[Bind] = field(default_factory=list)
+    masks: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -102,7 +98,9 @@ class BwrapView(View):
         ]  # fmt: skip
         for bind in d.binds:
             if not _visible_as_is(bind):
-                args += ["--ro-bind", str(bind.source), bind.target]
+                args += ["--bind" if bind.writable else "--ro-bind", str(bind.source), bind.target]
+        for path in d.masks:
+            args += ["--tmpfs", path, "--remount-ro", path]
         return [*args, "--unshare-pid", "--unshare-ipc", "--die-with-parent"]
 
     def command(self, argv: list[str]) -> list[str]:

@@ -237,13 +237,10 @@ class TelemetrySubscription:
 
 
 @dataclass(frozen=True, slots=True)
-class LogsSubscription:
-    TYPE: ClassVar[str] = LOGS_SUBSCRIPTION
-    name: str
-    types: tuple[str, ...]
+class LogsSubscription(TelemetrySubscription):
+    """The same record, for a Logs API subscription (its own type in the stream)."""
 
-    def wire(self) -> dict[str, Any]:
-        return {"name": self.name, "state": "Subscribed", "types": list(self.types)}
+    TYPE: ClassVar[str] = LOGS_SUBSCRIPTION
 
 
 @dataclass(frozen=True, slots=True)

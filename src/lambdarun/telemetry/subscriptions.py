@@ -74,9 +74,8 @@ class Subscription:
             record = _logs_record(data)
             if record is not None:
                 envelope["record"] = record
-        elif self.schema == "2022-07-01" and isinstance(data, r.InitReport | r.Report):
-            # The first schema has no status or errorType on reports (SPEC 3.4) [UNCONFIRMED exact diff].
-            envelope["record"] = {k: v for k, v in envelope["record"].items() if k not in ("status", "errorType")}
+        # Every Telemetry API schema gets the same records: 2022-07-01 reports keep `status` and `errorType`, as
+        # records captured from Lambda by the `lambda-extension` crate show (it requires `status` on that schema).
         return envelope
 
 

@@ -36,8 +36,8 @@ def text_line(event: Event) -> str | None:
             return line
         case r.ExtensionInfo() as rec:
             return f"EXTENSION\tName: {rec.name}\tState: {rec.state}\tEvents: {_events_list(rec.events)}"
-        case r.TelemetrySubscription() | r.LogsSubscription() as rec:
-            label = "TELEMETRY" if isinstance(rec, r.TelemetrySubscription) else "LOGS"
+        case r.TelemetrySubscription() as rec:  # a LogsSubscription is one too
+            label = "LOGS" if rec.TYPE == r.LOGS_SUBSCRIPTION else "TELEMETRY"
             types = (t.capitalize() for t in rec.types)
             return f"{label}\tName: {rec.name}\tState: Subscribed\tTypes: {_events_list(types)}"
         case r.Start() as rec:
