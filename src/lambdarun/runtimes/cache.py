@@ -73,6 +73,7 @@ def build(
         if existing is not None and not replace:
             return existing  # another lambdarun built it while this one waited
         work = Path(tempfile.mkdtemp(prefix=f".{name}.building-", dir=images))
+        work.chmod(0o755)  # an image is read by the sandbox's user, who is not the cache's owner when run as root
         try:
             manifest = fill(work)
             (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -166,8 +166,11 @@ class PythonRuntime:
 
     @staticmethod
     def _mounts(image: cache.Image, home: PythonHome, seen: Paths) -> tuple[tuple[Bind, ...], tuple[str, ...]]:
-        """The image at /var/runtime, the interpreter's prefix at /var/lang; its site-packages hidden."""
-        masks = [f"{seen.lang}/{relative}" for relative in home.site_dirs]
+        """The image at /var/runtime, the interpreter's prefix at /var/lang; its site-packages hidden, and with the
+        system's Python (prefix /usr) also /usr/local, which the sandbox hides at its own place."""
+        hidden = ["local"] if home.prefix == Path("/usr") and (home.prefix / "local").is_dir() else []
+        hidden += [d for d in home.site_dirs if not any(Path(d).is_relative_to(h) for h in hidden)]
+        masks = [f"{seen.lang}/{relative}" for relative in hidden]
         if home.user_site is not None:
             masks.append(str(home.user_site))
         return (Bind(image.runtime, seen.runtime), Bind(home.prefix, seen.lang)), tuple(masks)
