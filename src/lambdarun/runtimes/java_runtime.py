@@ -248,8 +248,8 @@ def _major_of(java: str) -> str | None:
 
 
 def _links_out_of(home: Path) -> tuple[Path, ...]:
-    """The top directories (e.g. /etc/java-17-openjdk) that links inside `home` point into, outside the system
-    directories every sandbox shows."""
+    """What links inside `home` point to outside it and outside the system directories every sandbox shows: the
+    fewest directories holding those targets (e.g. /etc/java-17-openjdk, /etc/ssl/certs/java)."""
     found: set[Path] = set()
     pending = [str(home)]
     while pending:
@@ -262,6 +262,7 @@ def _links_out_of(home: Path) -> tuple[Path, ...]:
                 target = Path(os.path.realpath(entry.path))
                 if target.is_relative_to(home) or any(target.is_relative_to(root) for root in _SYSTEM):
                     continue
-                if target.exists() and len(target.parts) >= 3:
-                    found.add(Path(*target.parts[:3]))
-    return tuple(sorted(found))
+                if target.exists():
+                    # A file directly in a top directory (/etc/x) is bound alone, not with the whole of /etc.
+                    found.add(target if len(target.parts) <= 3 else target.parent)
+    return tuple(sorted(p for p in found if not any(p != q and p.is_relative_to(q) for q in found)))
