@@ -411,7 +411,7 @@ async def init_killed(work: Path, params: dict[str, Any]) -> Any:
 async def cgroup(work: Path, params: dict[str, Any]) -> Any:
     fd = os.open(os.path.join(params["cgroup"], "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
     try:
-        sb = await Sandbox.open(spec(work, "none"), cgroup_procs=fd)
+        sb = await Sandbox.open(spec(work, "none"), cgroup_procs=[fd])
         try:
             out = Lines()
             process = await sb.spawn("cg", ["/bin/cat", "/proc/self/cgroup"], PATH, out)

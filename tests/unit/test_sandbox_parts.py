@@ -32,7 +32,7 @@ def _spec(tmp_path: Path, **kwargs: object) -> SandboxSpec:
 
 def test_the_command_binds_lambdas_paths_and_runs_init_as_pid_1(tmp_path: Path) -> None:
     spec = _spec(tmp_path, binds=(Bind(tmp_path / "x", "/var/extra", writable=True),), masks=("/opt/secret",))
-    fds = bwrap.Descriptors(control=5, info=6, userns=9, files={"/etc/passwd": 7}, cgroup_procs=8)
+    fds = bwrap.Descriptors(control=5, info=6, userns=9, files={"/etc/passwd": 7}, cgroup_procs=(8,))
     argv = bwrap.command(spec, Path("/cache/init"), "/usr/bin/bwrap", fds)
     joined = " ".join(argv)
     for expected in (f"--ro-bind {tmp_path}/t /var/task", f"--ro-bind {tmp_path}/o /opt", f"--bind {tmp_path}/tmp /tmp",
@@ -44,7 +44,8 @@ def test_the_command_binds_lambdas_paths_and_runs_init_as_pid_1(tmp_path: Path) 
     assert argv[0] == "/cache/init" and argv[1] == "userns-exec"
     serve = argv[argv.index("--", argv.index("/usr/bin/bwrap")) + 1 :]
     assert serve[:5] == ["/var/rapid/init", "serve", "5", "--listen", "9001"]
-    assert serve[-2:] == ["--cgroup", "8"]
+    assert serve[serve.index("--cgroup") + 1] == "8"
+    assert serve[serve.index("--nofile") + 1] == "1024"  # Lambda's open-file limit on every process
     assert ("--user" in serve) == (os.geteuid() == 0)  # as root, init drops from the namespace's root itself
 
 

@@ -528,10 +528,14 @@ class Server:
         self.host = "127.0.0.1"
         self.port = 0
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None) -> None:
+        """Listen at host:port, or on `sock`, a listening socket made elsewhere (inside a sandbox's network)."""
         raise_open_file_limit()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_connection, host, port, reuse_address=True)
+        if sock is not None:
+            self._server = await loop.create_server(self._new_connection, sock=sock)
+        else:
+            self._server = await loop.create_server(self._new_connection, host, port, reuse_address=True)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         self._idle_check = loop.call_later(self._idle_check_interval, self._close_idle)
 

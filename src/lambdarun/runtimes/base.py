@@ -25,11 +25,10 @@ class Prepared:
     # environment may start that directly and save a shell's start-up on every cold start.
     direct: list[str] | None = None
     exports: dict[str, str] = field(default_factory=dict)
-    # What the sandbox needs for this runtime: read-only mounts (its image at /var/runtime and /var/lang, and what
-    # the interpreter links to outside itself), and paths to hide under an empty directory (the interpreter's own
-    # site-packages). Also added to the HostDirs' lists, which today's view mounts.
+    # What the sandbox mounts for this runtime, read-only and in this order, over the environment's own directories:
+    # its image at /var/runtime and /var/lang, what the interpreter links to outside itself, and an empty directory
+    # over each of the interpreter's own site-packages.
     binds: tuple[Bind, ...] = ()
-    masks: tuple[str, ...] = ()
 
 
 class State(enum.Enum):

@@ -136,7 +136,6 @@ class JavaRuntime:
         version = f"java:{self.major}.lambdarun"
         if seen == LAMBDA_PATHS:
             binds = self._binds(image, home, seen)
-            host.binds.extend(binds)
         else:
             binds = ()
             link_entries(image.runtime, host.runtime, skip=("bootstrap",))

@@ -209,7 +209,6 @@ class NodeRuntime:
         if not (sandboxed and image is not None):  # the image's own bootstrap serves the sandbox
             script = bootstrap_script(exports["AWS_EXECUTION_ENV"], _command(seen, None), self._exports(seen))
             write_if_changed(host.runtime / "bootstrap", script, mode=0o755)
-        host.binds.extend(binds)
         return Prepared(argv, version, direct, exports, binds)
 
     def _exports(self, seen: Paths) -> dict[str, str]:

@@ -2,32 +2,49 @@
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
+import concurrent.futures
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
-from ..sandbox.spec import Bind
-from ..sandbox.view import HostDirs, make_view
+from ..sandbox.sandbox import Sandbox, plain_reason
+from ..sandbox.spec import Bind, SandboxSpec
 
 
-def in_sandbox(binds: Sequence[Bind], argv: list[str], env: dict[str, str], masks: Sequence[str] = ()) -> str | None:
-    """None when `argv` succeeds inside a sandbox holding `binds` and `masks`, else what went wrong. Without a
-    sandbox (plain mode) there is nothing more to check than the files themselves: None."""
-    with tempfile.TemporaryDirectory(prefix="lambdarun-probe-") as scratch:
-        root = Path(scratch)
-        dirs = {name: root / name for name in ("task", "opt", "runtime", "lang", "tmp")}
-        for directory in dirs.values():
-            directory.mkdir()
-        (root / "hosts").write_text("127.0.0.1\tlocalhost\n")
-        view = make_view(HostDirs(hosts=root / "hosts", binds=list(binds), masks=list(masks), **dirs))
-        if not view.sandboxed:
-            return None
-        try:
-            done = subprocess.run(view.command(argv), env=env, capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return str(exc)
-    if done.returncode == 0:
+def in_sandbox(binds: Sequence[Bind], argv: list[str], env: dict[str, str]) -> str | None:
+    """None when `argv` succeeds inside a sandbox holding `binds`, else what went wrong (its last line of output).
+    Without a sandbox (plain mode) there is nothing more to check than the files themselves: None."""
+    if plain_reason() is not None:
         return None
-    output = (done.stderr or done.stdout).strip().splitlines()
-    return output[-1] if output else f"exit status {done.returncode}"
+    return _run(_probe(tuple(binds), argv, env))
+
+
+async def _probe(binds: tuple[Bind, ...], argv: list[str], env: dict[str, str]) -> str | None:
+    with tempfile.TemporaryDirectory(prefix="lambdarun-probe-") as scratch:
+        task, opt, runtime, lang, tmp = (Path(scratch, name) for name in ("task", "opt", "runtime", "lang", "tmp"))
+        for directory in (task, opt, runtime, lang, tmp):
+            directory.mkdir(mode=0o755)
+        spec = SandboxSpec(task=task, opt=opt, runtime=runtime, lang=lang, tmp=tmp, binds=binds, network="none")
+        sandbox = await Sandbox.open(spec)
+        lines: list[str] = []
+        try:
+            process = await sandbox.spawn("probe", argv, env, lambda line, at: lines.append(line))
+            status = await asyncio.wait_for(asyncio.shield(process.exited), 60)
+            process.drain_logs()
+        finally:
+            await sandbox.close()
+    if status == 0:
+        return None
+    return lines[-1] if lines else f"exit status {status}"
+
+
+def _run(probe: Coroutine[Any, Any, str | None]) -> str | None:
+    """Run the probe on a loop of its own, also when called from a thread that runs one."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(probe)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, probe).result()

@@ -36,6 +36,7 @@ from .base import (
 from .fetch import FetchError, Progress
 
 FORMAT = 1  # bumped when the layout of the image changes
+EMPTY = "empty"  # the image's empty directory, mounted over the interpreter's own site-packages
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,6 @@ class PythonHome:
     prefix: Path  # its sys.base_prefix, mounted at /var/lang
     version: str  # 3.12.1
     site_dirs: tuple[str, ...]  # its site-packages directories, relative to the prefix: masked
-    user_site: Path | None  # the user's site-packages directory when it exists: masked too
 
 
 class PythonRuntime:
@@ -75,8 +75,8 @@ class PythonRuntime:
 
         check = "import sys; sys.path.insert(0, '/var/runtime'); import awslambdaric, boto3"
         env = {"PATH": "/var/lang/bin:/usr/bin:/bin", "LD_LIBRARY_PATH": "/var/lang/lib", "LANG": "C.UTF-8"}
-        binds, masks = self._mounts(image, home, LAMBDA_PATHS)
-        error = in_sandbox(binds, [f"/var/lang/bin/python{self.minor}", "-c", check], env, masks)
+        error = in_sandbox(self._binds(image, home, LAMBDA_PATHS), [f"/var/lang/bin/python{self.minor}", "-c", check],
+                           env)  # fmt: skip
         if error is not None:
             return Status(State.MISSING, f"the sandbox cannot start Python {home.version} from {home.prefix}: {error}")
         return Status(State.READY, f"Python {home.version} ({home.prefix}); {_packages()}")
@@ -130,6 +130,7 @@ class PythonRuntime:
 
     def _refresh(self, image: cache.Image) -> None:
         """lambdarun's own files in the image, brought up to date without the network."""
+        (image.root / EMPTY).mkdir(mode=0o755, exist_ok=True)
         write_if_changed(image.runtime / "bootstrap.py", resource("python/bootstrap.py"))
         script = bootstrap_script(f"AWS_Lambda_{self.id}", self._command(LAMBDA_PATHS), {})
         write_if_changed(image.runtime / "bootstrap", script, mode=0o755)
@@ -146,11 +147,8 @@ class PythonRuntime:
         version = f"python:{self.minor}.lambdarun"
         execution_env = f"AWS_Lambda_{self.id}"
         if seen == LAMBDA_PATHS:
-            binds, masks = self._mounts(image, home, seen)
-            host.binds.extend(binds)
-            host.masks.extend(masks)
             return Prepared([f"{seen.runtime}/bootstrap"], version, self._command(seen),
-                            {"AWS_EXECUTION_ENV": execution_env}, binds, masks)  # fmt: skip
+                            {"AWS_EXECUTION_ENV": execution_env}, self._binds(image, home, seen))  # fmt: skip
         # Without a sandbox: the image's files linked into the environment's runtime directory, and a virtual
         # environment's pyvenv.cfg at /var/lang, which keeps the interpreter's own site-packages out of sys.path.
         link_entries(image.runtime, host.runtime, skip=("bootstrap",))
@@ -165,15 +163,15 @@ class PythonRuntime:
         )
 
     @staticmethod
-    def _mounts(image: cache.Image, home: PythonHome, seen: Paths) -> tuple[tuple[Bind, ...], tuple[str, ...]]:
-        """The image at /var/runtime, the interpreter's prefix at /var/lang; its site-packages hidden, and with the
-        system's Python (prefix /usr) also /usr/local, which the sandbox hides at its own place."""
+    def _binds(image: cache.Image, home: PythonHome, seen: Paths) -> tuple[Bind, ...]:
+        """The image at /var/runtime, the interpreter's prefix at /var/lang, and an empty directory over each of
+        its site-packages; with the system's Python (prefix /usr), also over /usr/local, which the sandbox hides at
+        its own place."""
         hidden = ["local"] if home.prefix == Path("/usr") and (home.prefix / "local").is_dir() else []
         hidden += [d for d in home.site_dirs if not any(Path(d).is_relative_to(h) for h in hidden)]
-        masks = [f"{seen.lang}/{relative}" for relative in hidden]
-        if home.user_site is not None:
-            masks.append(str(home.user_site))
-        return (Bind(image.runtime, seen.runtime), Bind(home.prefix, seen.lang)), tuple(masks)
+        empty = image.root / EMPTY
+        masks = (Bind(empty, f"{seen.lang}/{relative}") for relative in hidden)
+        return (Bind(image.runtime, seen.runtime), Bind(home.prefix, seen.lang), *masks)
 
 
 # -- this machine's interpreters
@@ -181,10 +179,8 @@ _PROBE = """
 import json, os, site, sys
 prefix = os.path.realpath(sys.base_prefix)
 dirs = [os.path.realpath(d) for d in site.getsitepackages([sys.base_prefix, sys.base_exec_prefix])]
-user = site.getusersitepackages()
 print(json.dumps({"executable": os.path.realpath(sys.executable), "prefix": prefix,
-                  "version": "%d.%d.%d" % sys.version_info[:3], "site": [d for d in dirs if os.path.isdir(d)],
-                  "user": user if os.path.isdir(user) else None}))
+                  "version": "%d.%d.%d" % sys.version_info[:3], "site": [d for d in dirs if os.path.isdir(d)]}))
 """
 
 
@@ -203,8 +199,7 @@ def find_python(minor: str) -> PythonHome:
         if not found["version"].startswith(f"{minor}.") or executable != prefix / "bin" / f"python{minor}":
             continue
         site_dirs = tuple(os.path.relpath(d, prefix) for d in found["site"] if Path(d).is_relative_to(prefix))
-        user = Path(found["user"]) if found["user"] else None
-        return PythonHome(executable, prefix, found["version"], site_dirs, user)
+        return PythonHome(executable, prefix, found["version"], site_dirs)
     raise RuntimeUnavailable(
         f"runtime python{minor} needs a Python {minor} interpreter (python{minor}) on this machine; "
         f"install one, e.g. `apt-get install python{minor}` or `pyenv install {minor}`"

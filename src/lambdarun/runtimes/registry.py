@@ -61,8 +61,7 @@ class RuntimeSpec:
         return self._impl.locate() if self._impl is not None else None
 
     def prepare(self, host: HostDirs, seen: Paths, memory_mb: int) -> Prepared:
-        """How Lambda starts the runtime in one environment; its image's mounts are in `Prepared.binds` (and added
-        to `host.binds`, which the view mounts)."""
+        """How Lambda starts the runtime in one environment; what the sandbox mounts for it is `Prepared.binds`."""
         if self._impl is not None:
             return self._impl.prepare(host, seen, memory_mb)
         # OS-only: `bootstrap` from the code, else from /opt (SPEC 5.3).

@@ -45,7 +45,7 @@ class Descriptors:
     info: int  # bwrap writes the host pid of init here
     userns: int  # a free number: init userns-exec puts the user namespace there for bwrap
     files: dict[str, int]  # path in the sandbox -> memfd with its content
-    cgroup_procs: int | None = None
+    cgroup_procs: tuple[int, ...] = ()  # one `cgroup.procs` per hierarchy, each child joins all
 
 
 def host_identity() -> tuple[int, int]:
@@ -97,8 +97,12 @@ def command(spec: SandboxSpec, init: Path, bwrap: str, fds: Descriptors) -> list
         argv += ["--tmpfs", path, "--remount-ro", path]
     argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/"]  # /dev/shm would be memory outside limits
     serve = [INIT_PATH, "serve", str(fds.control), "--listen", str(API_PORT), *switch]
-    if fds.cgroup_procs is not None:
-        serve += ["--cgroup", str(fds.cgroup_procs)]
+    for fd in fds.cgroup_procs:
+        serve += ["--cgroup", str(fd)]
+    if spec.nofile is not None:
+        serve += ["--nofile", str(spec.nofile)]
+    if spec.nproc is not None:
+        serve += ["--nproc", str(spec.nproc)]
     return [*argv, "--", *serve]
 
 

@@ -10,7 +10,7 @@
  *       Run by lambdarun on the host for a helper (pasta) that must not outlive it: execs COMMAND with
  *       PR_SET_PDEATHSIG SIGKILL.
  *
- *   init serve CONTROLFD [--listen PORT] [--cgroup FD] [--user UID:GID]
+ *   init serve CONTROLFD [--listen PORT] [--cgroup FD]... [--user UID:GID] [--nofile N] [--nproc N]
  *       PID 1 inside the sandbox. With --user (when started as root of the namespace, with CAP_SETUID, SETGID and
  *       SETPCAP only), it first becomes UID:GID with no capabilities at all, bounding set included. Listens on 127.0.0.1:PORT of the sandbox's network namespace and hands that
  *       socket out, then serves lambdarun's requests on the CONTROLFD socket (SOCK_SEQPACKET): start a process,
@@ -66,7 +66,10 @@ struct child {
 
 static struct child children[MAX_CHILDREN];
 static int control = -1;
-static int cgroup_procs = -1;
+#define MAX_CGROUPS 4 /* one cgroup.procs per v1 hierarchy (memory, pids, freezer), or v2's one */
+static int cgroup_procs[MAX_CGROUPS];
+static int n_cgroup_procs;
+static rlim_t nofile = 0, nproc = 0; /* 0: inherited */
 static uint32_t empty_waiters[MAX_CHILDREN];
 static int n_empty_waiters;
 static char message[MAX_MESSAGE + 1];
@@ -269,8 +272,22 @@ static void become(int report, const char *cwd, char **argv, char **envp, int *f
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
     setsid();
-    if (cgroup_procs >= 0 && write(cgroup_procs, "0", 1) != 1)
-        child_fail(report, errno);
+    for (int i = 0; i < n_cgroup_procs; i++)
+        if (write(cgroup_procs[i], "0", 1) != 1)
+            child_fail(report, errno);
+    /* Lambda's limits per process: open files always; processes and threads when no pids cgroup counts them (set
+     * here, in the sandbox's user namespace, RLIMIT_NPROC counts only the sandbox's tasks). */
+    struct rlimit limit;
+    if (nofile > 0) {
+        limit.rlim_cur = limit.rlim_max = nofile;
+        if (setrlimit(RLIMIT_NOFILE, &limit) < 0)
+            child_fail(report, errno);
+    }
+    if (nproc > 0) {
+        limit.rlim_cur = limit.rlim_max = nproc;
+        if (setrlimit(RLIMIT_NPROC, &limit) < 0)
+            child_fail(report, errno);
+    }
     int moved[MAX_FDS];
     for (int i = 0; i < nfds; i++)
         if ((moved[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3 + MAX_FDS)) < 0)
@@ -461,10 +478,14 @@ static int serve(int argc, char **argv) {
     for (int i = 3; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--listen") == 0)
             port = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--cgroup") == 0)
-            cgroup_procs = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--cgroup") == 0 && n_cgroup_procs < MAX_CGROUPS)
+            cgroup_procs[n_cgroup_procs++] = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--user") == 0)
             user = argv[i + 1];
+        else if (strcmp(argv[i], "--nofile") == 0)
+            nofile = (rlim_t)strtoul(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--nproc") == 0)
+            nproc = (rlim_t)strtoul(argv[i + 1], NULL, 10);
     }
     if (user != NULL)
         become_user(user);
@@ -472,8 +493,8 @@ static int serve(int argc, char **argv) {
      * control socket. */
     prctl(PR_SET_DUMPABLE, 0);
     fcntl(control, F_SETFD, FD_CLOEXEC);
-    if (cgroup_procs >= 0)
-        fcntl(cgroup_procs, F_SETFD, FD_CLOEXEC);
+    for (int i = 0; i < n_cgroup_procs; i++)
+        fcntl(cgroup_procs[i], F_SETFD, FD_CLOEXEC);
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);

@@ -20,7 +20,7 @@ import signal
 import socket
 import stat
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +73,7 @@ class NamespaceSandbox(Sandbox):
         self._closed = False
 
     @classmethod
-    async def start(cls, spec: SandboxSpec, cgroup_procs: int | None = None) -> NamespaceSandbox:
+    async def start(cls, spec: SandboxSpec, cgroup_procs: Sequence[int] = ()) -> NamespaceSandbox:
         for path, target, _ in bwrap.binds(spec):
             _check_reachable(path, target)
         init = await asyncio.to_thread(init_binary)
@@ -83,8 +83,8 @@ class NamespaceSandbox(Sandbox):
         files = etc.memfds(network.forwarder() if spec.network == "default" else None)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         info_r, info_w = os.pipe()
-        passed = [theirs.fileno(), info_w, *files.values(), *([cgroup_procs] if cgroup_procs is not None else [])]
-        fds = bwrap.Descriptors(theirs.fileno(), info_w, max(passed) + 1, files, cgroup_procs)
+        passed = [theirs.fileno(), info_w, *files.values(), *cgroup_procs]
+        fds = bwrap.Descriptors(theirs.fileno(), info_w, max(passed) + 1, files, tuple(cgroup_procs))
         try:
             popen = subprocess.Popen(bwrap.command(spec, init, shutil.which("bwrap") or "bwrap", fds),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from . import freeze
 from .logpipe import LineSink
@@ -40,7 +40,7 @@ class PlainSandbox(Sandbox):
     sandboxed = False
     network = "default"
 
-    def __init__(self, spec: SandboxSpec, listener: socket.socket, cgroup_procs: int | None) -> None:
+    def __init__(self, spec: SandboxSpec, listener: socket.socket, cgroup_procs: Sequence[int]) -> None:
         super().__init__()
         self.spec = spec
         self.listener = listener
@@ -51,7 +51,7 @@ class PlainSandbox(Sandbox):
         self._closed = False
 
     @classmethod
-    async def start(cls, spec: SandboxSpec, cgroup_procs: int | None, reason: str) -> PlainSandbox:
+    async def start(cls, spec: SandboxSpec, cgroup_procs: Sequence[int], reason: str) -> PlainSandbox:
         announce_once(reason)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -63,10 +63,10 @@ class PlainSandbox(Sandbox):
     async def spawn(self, name: str, argv: list[str], env: Mapping[str, str], on_line: LineSink,
                     on_frame: LineSink | None = None) -> Process:  # fmt: skip
         process = await spawn(name, argv, env, str(self.spec.task), on_line, False, on_frame=on_frame)
-        if self._cgroup_procs is not None:
+        for fd in self._cgroup_procs:
             # Popen cannot join a cgroup before exec; what the process forks before this line stays outside.
             with contextlib.suppress(OSError):
-                os.pwrite(self._cgroup_procs, str(process.pid).encode(), 0)
+                os.pwrite(fd, str(process.pid).encode(), 0)
         self._processes.append(process)
         return process
 

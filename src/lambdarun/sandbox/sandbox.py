@@ -17,13 +17,22 @@ from __future__ import annotations
 import os
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .logpipe import LineSink
 from .memory import MemoryMeter
 from .processes import Process
 from .spec import Network, SandboxSpec
 from .view import Paths
+
+
+def plain_reason() -> str | None:
+    """Why processes will run plainly on the host here (no namespaces), or None when they get a real sandbox."""
+    from . import bwrap
+
+    if os.environ.get("LAMBDARUN_SANDBOX", "") == "plain":
+        return "LAMBDARUN_SANDBOX=plain"
+    return bwrap.unavailable()
 
 
 class Sandbox(ABC):
@@ -38,13 +47,12 @@ class Sandbox(ABC):
         self._memory = MemoryMeter()
 
     @staticmethod
-    async def open(spec: SandboxSpec, cgroup_procs: int | None = None) -> Sandbox:
-        """A new sandbox. `cgroup_procs`: a writable descriptor of a cgroup's `cgroup.procs`, which every process
-        joins before it execs (the caller keeps it and closes it after `close`)."""
-        from . import bwrap, namespace, plain
+    async def open(spec: SandboxSpec, cgroup_procs: Sequence[int] = ()) -> Sandbox:
+        """A new sandbox. `cgroup_procs`: writable descriptors of a cgroup's `cgroup.procs`, one per hierarchy, which
+        every process joins before it execs (the caller keeps them and closes them after `close`)."""
+        from . import namespace, plain
 
-        reason = "LAMBDARUN_SANDBOX=plain" if os.environ.get("LAMBDARUN_SANDBOX", "") == "plain" else None
-        reason = reason or bwrap.unavailable()
+        reason = plain_reason()
         if reason is None:
             return await namespace.NamespaceSandbox.start(spec, cgroup_procs)
         return await plain.PlainSandbox.start(spec, cgroup_procs, reason)

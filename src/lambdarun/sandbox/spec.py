@@ -38,6 +38,8 @@ class SandboxSpec:
     lang: Path
     tmp: Path  # a directory, or the mount point of a file system sized to the ephemeral storage
     tmp_bytes: int | None = None  # instead: a tmpfs of this size at /tmp (no disk-backed /tmp without root)
+    nofile: int | None = 1024  # RLIMIT_NOFILE of every process (Lambda's 1,024)
+    nproc: int | None = None  # RLIMIT_NPROC, where no pids cgroup limits processes and threads
     binds: tuple[Bind, ...] = ()
     masks: tuple[str, ...] = ()
     hostname: str = "localhost"

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ...sandbox.view import HostDirs, Paths
+from ...sandbox.view import LAMBDA_PATHS, Bind, HostDirs, Paths
 from ..cache import cache_root
-from ..registry import Prepared, RuntimeUnavailable
+from ..registry import Prepared
 from . import client, dotnetcore2
 
 LAMBDA_MAJOR = {"dotnet10": "10", "dotnet8": "8", "dotnet6": "6", "dotnetcore3.1": "3.1"}
@@ -132,16 +132,17 @@ def prepare(identifier: str, host: HostDirs, seen: Paths) -> Prepared:
     install = find(identifier)
     assert install is not None
     built = client.ensure(cache())
-    if seen.tmp == "/tmp" and _hidden_in_sandbox(muxer):
-        raise RuntimeUnavailable(
-            f"{muxer} is where the sandbox shows its own /tmp, /opt or /var: the .NET runtimes need .NET (and "
-            f"LAMBDARUN_CACHE, where dotnetcore2 is unpacked) elsewhere, e.g. under your home directory"
-        )
-    lang_bin = host.lang / "bin"
-    (lang_bin / "dotnet").symlink_to(muxer)
-    for name in ("host", "shared"):
-        if (install.root / name).is_dir():
-            (lang_bin / name).symlink_to(install.root / name)
+    binds: tuple[Bind, ...] = ()
+    if seen.lang == LAMBDA_PATHS.lang:
+        # The install's directory mounted as /var/lang/bin: a link into it would point where the sandbox shows
+        # nothing (the cache under the user's home, or /tmp).
+        binds = (Bind(install.root, f"{seen.lang}/bin"),)
+    else:
+        lang_bin = host.lang / "bin"
+        (lang_bin / "dotnet").symlink_to(muxer)
+        for name in ("host", "shared"):
+            if (install.root / name).is_dir():
+                (lang_bin / name).symlink_to(install.root / name)
     for name in (client.CLIENT, client.CORE):
         # Copies (tens of KB), not links: the host resolves links, and the client's path would show the cache's.
         shutil.copyfile(built / f"{name}.dll", host.runtime / f"{name}.dll")
@@ -157,7 +158,7 @@ def prepare(identifier: str, host: HostDirs, seen: Paths) -> Prepared:
     bootstrap.write_text(script)
     bootstrap.chmod(0o755)
     # Always through the script: the command depends on the handler and the task root's files, as on Lambda.
-    return Prepared([f"{seen.runtime}/bootstrap"], f"dotnet:{LAMBDA_MAJOR[identifier]}.lambdarun")
+    return Prepared([f"{seen.runtime}/bootstrap"], f"dotnet:{LAMBDA_MAJOR[identifier]}.lambdarun", binds=binds)
 
 
 def globalization(install: Install) -> dict[str, str]:
@@ -170,14 +171,6 @@ def globalization(install: Install) -> dict[str, str]:
     if any(v.startswith("3.") for v in install.versions):
         return {"CLR_ICU_VERSION_OVERRIDE": str(majors[-1])}
     return {}
-
-
-def _hidden_in_sandbox(path: str) -> bool:
-    """Whether bubblewrap's view replaces this host path (sandbox/view.py: a private /tmp, the layers at /opt, a
-    fresh /var with only lib, run and cache bound back)."""
-    if path.startswith(("/tmp/", "/opt/")):
-        return True
-    return path.startswith("/var/") and not path.startswith(("/var/lib/", "/var/run/", "/var/cache/"))
 
 
 def _quoted(path: str) -> str:
