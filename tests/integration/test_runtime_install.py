@@ -243,13 +243,16 @@ def ordinary_user() -> Iterator[dict[str, Any]]:
                    check=True, capture_output=True, timeout=600)  # fmt: skip
     subprocess.run(["chmod", "-R", "a+rX", str(deps)], check=True)
     work.mkdir()
-    shutil.chown(work, TEST_USER)
+    # The function's code is the user's own, as it would be (lambdarun makes the code's directory readable to the
+    # sandbox's user, which only its owner may do).
+    shutil.copytree(FIXTURES / "functions" / "python_image", work / "code")
+    subprocess.run(["chown", "-R", TEST_USER, str(work)], check=True)
     keep = ("SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_CERT", "REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "HTTP_PROXY",
             "https_proxy", "http_proxy", "NO_PROXY", "no_proxy", "LANG")  # fmt: skip
     env = {name: os.environ[name] for name in keep if name in os.environ}
     env |= {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": f"{deps}:{ROOT / 'src'}",
             "LAMBDARUN_CACHE": str(work / "cache")}  # fmt: skip
-    yield {"python": str(python), "env": env}
+    yield {"python": str(python), "env": env, "code": str(work / "code")}
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -268,7 +271,7 @@ def test_an_ordinary_user_builds_and_runs_python_from_its_own_cache_under_tmp(or
     host = subprocess.run([ordinary_user["python"], "-c", "import yaml"], capture_output=True)
     assert host.returncode == 0, "the host interpreter itself must import it, or the test proves nothing"
 
-    done = as_user(ordinary_user, "invoke", str(FIXTURES / "functions" / "python_image"), "--runtime", "python3.11",
+    done = as_user(ordinary_user, "invoke", ordinary_user["code"], "--runtime", "python3.11",
                    "--handler", "app.handler", "--event", '{"modules": ["boto3", "yaml"]}')  # fmt: skip
 
     assert done.returncode == 0, done.stderr
