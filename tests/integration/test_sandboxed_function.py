@@ -153,6 +153,7 @@ def test_the_function_runs_as_sbx_user1051_without_capabilities(probed: dict[str
 def test_remounting_the_root_read_write_fails(probed: dict[str, Any]) -> None:
     seen = payload(probed, "identity")
     assert seen["remount"]["rc"] != 0, seen["remount"]
+    assert seen["remount_syscall"] == "EPERM"
     assert seen["root_writable"] == "EROFS"  # and / is still read-only after the attempt
 
 
