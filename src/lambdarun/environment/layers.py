@@ -316,9 +316,13 @@ class _Target:
     def _mkdir(self, parent: int, name: str, parts: tuple[str, ...]) -> int:
         try:
             os.mkdir(name, 0o700, dir_fd=parent)
-            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
         except (OSError, ValueError) as exc:
             raise self.error(f"cannot make directory {'/'.join(parts)!r}: {exc}") from None
+        # A directory the package only implies (a zip with no entry of its own for it) gets unzip's usual mode,
+        # else it would stay 0700, which the sandbox's user cannot enter when it is not its owner.
+        self._dir_modes.setdefault(parts, 0o755)
+        return fd
 
     def _forget(self, parts: tuple[str, ...]) -> None:
         """Drop what is known of a directory that is about to be replaced, and of everything under it."""

@@ -61,8 +61,9 @@ def lay_out(config: FunctionConfig, scratch: Path, sandboxed: bool) -> HostDirs:
     opt = scratch / "empty-opt"
     if config.layers:  # a sandbox mounts /opt read-only, which lets layer files be hard links
         opt = merge_layers(config.layers, scratch, read_only=sandboxed)
-    for directory in (code, opt, scratch / "runtime", scratch / "lang", scratch / "lang/bin"):
-        directory.chmod(0o755)  # the sandbox's user is not the one who made them (nor root)
+    if os.geteuid() == 0:  # run by root, the sandbox's user is `nobody`; else it is the user, who owns them
+        for directory in (code, opt, scratch / "runtime", scratch / "lang", scratch / "lang/bin"):
+            directory.chmod(0o755)
     return HostDirs(task=code, opt=opt, runtime=scratch / "runtime", lang=scratch / "lang", tmp=scratch / "tmp")
 
 

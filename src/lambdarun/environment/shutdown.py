@@ -1,9 +1,13 @@
 """The shutdown sequence (SPEC 4.4), for spin-down and for resets alike.
 
 No extension registered: the runtime is killed at once. Otherwise the budget is 2000 ms with an external extension
-(500 ms with internal ones only): the runtime gets SIGTERM and its share (300 ms, 500 ms with an internal
-extension) before SIGKILL; then each external extension subscribed to SHUTDOWN gets the event and the rest of the
-budget, the others are killed; whatever is left at the deadline is killed.
+(500 ms with internal ones only): the runtime gets SIGTERM and its share before SIGKILL; then each external
+extension subscribed to SHUTDOWN gets the event and the rest of the budget, the others are killed; whatever is
+left at the deadline is killed.
+
+The runtime's share is RAPID's, 0.3 of the time left (SPEC 4.4): 600 ms of the 2,000 with an external extension.
+The docs say "up to 300 ms" (500 ms with an internal extension); that is kept as a floor. A runtime doing the
+docs' 300 ms of clean-up would otherwise always be killed a few ms short, SIGTERM's delivery included.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from .generation import Generation
 
 EXTERNAL_BUDGET_S = 2.0
 INTERNAL_BUDGET_S = 0.5
-RUNTIME_SHARE_S = 0.3  # of the external budget
+RUNTIME_SHARE = 0.3  # of the time left (RAPID's runtimeDeadlineShare)
+RUNTIME_SHARE_S = 0.3  # the documented shares, at least
 RUNTIME_SHARE_INTERNAL_S = 0.5
 
 
@@ -35,7 +40,8 @@ async def shut_down(gen: Generation, reason: ResetReason) -> None:
     runtime = gen.runtime
     if registered and runtime is not None and runtime.running:
         runtime.signal_group(signal.SIGTERM)
-        share = min(RUNTIME_SHARE_INTERNAL_S if internal else RUNTIME_SHARE_S, deadline - time.time())
+        left = deadline - time.time()
+        share = min(max(RUNTIME_SHARE_INTERNAL_S if internal else RUNTIME_SHARE_S, RUNTIME_SHARE * left), left)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(runtime.exited), share)
     if runtime is not None:
