@@ -1,7 +1,8 @@
 """Shared by the telemetry and Logs API tests: a host-side collector that the subscriber extensions forward what
 they receive to, layers built from the subscriber fixtures, and helpers to read events back.
 
-The sandbox shares the host's network, so an extension (or the function) reaches the collector at 127.0.0.1.
+The collector listens on the host's loopback; from inside a sandbox an extension (or the function) reaches it at
+host.lambdarun.internal (the sandbox's route to the host's loopback), without one at 127.0.0.1.
 Every assertion reads what a subscriber received; waits only bound how long to wait for it.
 """
 
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import lambdarun
+from lambdarun.sandbox.spec import HOST_GATEWAY_NAME
+from lambdarun.sandbox.view import bwrap_usable
 from lambdarun.telemetry.records import Event
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "telemetry"
@@ -29,6 +32,13 @@ PY_SUBSCRIBER = FIXTURES / "subscriber.py"
 NODE_SUBSCRIBER = FIXTURES / "node_subscriber.js"
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 COLLECTOR_VAR = "TELEMETRY_COLLECTOR_PORT"
+COLLECTOR_HOST_VAR = "TELEMETRY_COLLECTOR_HOST"
+
+
+def collector_env(port: int) -> dict[str, str]:
+    """Where the function's processes find the collector."""
+    host = HOST_GATEWAY_NAME if bwrap_usable() else "127.0.0.1"
+    return {COLLECTOR_VAR: str(port), COLLECTOR_HOST_VAR: host}
 
 
 def free_port() -> int:
@@ -272,7 +282,7 @@ def telemetry_function(tmp_path: Path, subscribers: Sequence[Subscriber], env: M
         runtime="python3.11",
         handler="app.handler",
         layers=[layer],
-        env={COLLECTOR_VAR: str(collector.port), **(env or {})},
+        env={**collector_env(collector.port), **(env or {})},
         timeout=timeout,
     )
     run = Run(fn, collector, [])

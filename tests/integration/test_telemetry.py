@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from _telemetry_support import (
-    COLLECTOR_VAR,
     FUNCTION,
     NODE_SUBSCRIBER,
     TIME_RE,
@@ -27,6 +26,7 @@ from _telemetry_support import (
     Subscriber,
     build_layer,
     check_accounted,
+    collector_env,
     envelope,
     free_port,
     function_lines,
@@ -728,9 +728,10 @@ def test_cli_telemetry_file(tmp_path: Path) -> None:
         sub = http_subscriber("cli-observer")
         layer = build_layer(tmp_path / "layer", [sub])
         out = tmp_path / "events.jsonl"
+        env_args = [arg for k, v in collector_env(collector.port).items() for arg in ("--env", f"{k}={v}")]
         completed = subprocess.run(
             [sys.executable, "-m", "lambdarun", "invoke", str(FUNCTION), "--runtime", "python3.11",
-             "--handler", "app.handler", "--layer", str(layer), "--env", f"{COLLECTOR_VAR}={collector.port}",
+             "--handler", "app.handler", "--layer", str(layer), *env_args,
              "--event", '{"op": "hello", "lines": ["from the cli"]}', "--repeat", "2", "--telemetry", str(out)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
