@@ -84,6 +84,8 @@ class Generation:
         self.extensions = ExtensionRegistry(config.name, config.version, config.handler, config.account_id)
         self.subscriptions = TelemetryHub(stream.emit)
         self.runtime: Process | None = None
+        self.runtime_started: float | None = None  # when the runtime was spawned (epoch seconds)
+        self._frozen = False
         self._extension_processes: dict[str, Process] = {}
         self._broken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.extensions.fatal.add_done_callback(self._break)
@@ -123,6 +125,7 @@ class Generation:
         layout = self.layout
         if layout.missing_bootstrap is not None:
             return layout.missing_bootstrap
+        self.runtime_started = time.time()
         try:
             process = await self.sandbox.spawn("runtime", layout.runtime_argv, layout.runtime_env,
                                                self._function_line, on_frame=self._function_line)  # fmt: skip
@@ -142,9 +145,15 @@ class Generation:
 
     def freeze(self) -> None:
         self.sandbox.freeze()
+        if not self._frozen:
+            self._frozen = True
+            self.stream.emit(r.Freeze())
 
     def thaw(self) -> None:
         self.sandbox.thaw()
+        if self._frozen:
+            self._frozen = False
+            self.stream.emit(r.Thaw())
 
     def max_memory_used_mb(self) -> int:
         return self.sandbox.max_memory_used_mb()

@@ -43,6 +43,9 @@ async def run_init(gen: Generation, phase: r.Phase, budget_s: float) -> InitResu
     stream.emit(r.InitRuntimeDone(phase, result.status, result.error_type))
     for ext in gen.extensions.all:
         stream.emit(r.ExtensionInfo(ext.name, gen.extension_state(ext), ext.events))
+    stream.emit(r.InitTimings(phase, gen.runtime_started, gen.channel.ready_at,
+                              tuple(r.ExtensionInitTimes(x.name, x.external, x.registered_at, x.ready_at)
+                                    for x in gen.extensions.all)))  # fmt: skip
     stream.emit(r.InitReport(phase, result.status, result.duration_ms, result.error_type))
     return result
 
