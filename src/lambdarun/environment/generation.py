@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from ..core import errors as e
 from ..core.extensions import Extension, ExtensionRegistry, ExtensionState
 from ..core.runtime import RuntimeChannel
+from ..telemetry import lifecycle as lc
 from ..telemetry import records as r
 from ..telemetry.delivery import TelemetryHub
 from ..telemetry.stream import EventStream
@@ -147,13 +148,13 @@ class Generation:
         self.sandbox.freeze()
         if not self._frozen:
             self._frozen = True
-            self.stream.emit(r.Freeze())
+            self.stream.emit(lc.Freeze())
 
     def thaw(self) -> None:
         self.sandbox.thaw()
         if self._frozen:
             self._frozen = False
-            self.stream.emit(r.Thaw())
+            self.stream.emit(lc.Thaw())
 
     def max_memory_used_mb(self) -> int:
         return self.sandbox.max_memory_used_mb()

@@ -18,6 +18,7 @@ from ..core import errors as e
 from ..core.extensions import INVOKE, Extension
 from ..core.outcomes import ResetReason, Status
 from ..core.runtime import Invocation, RuntimeReply
+from ..telemetry import lifecycle as lc
 from ..telemetry import records as r
 from ..telemetry.records import Event, Span, iso_time, ms
 from .generation import Generation, Wait
@@ -170,7 +171,7 @@ def _emit_extension_invokes(gen: Generation, run: Run, pushed: list[tuple[Extens
         post = None
         if settled is not None and run.runtime_done_at is not None:
             post = Span.between("postRuntime", run.runtime_done_at, settled)
-        gen.stream.emit(r.ExtensionInvoke(run.request.request_id, ext.name, ext.handed_at if read else None,
+        gen.stream.emit(lc.ExtensionInvoke(run.request.request_id, ext.name, ext.handed_at if read else None,
                                           settled, post))  # fmt: skip
 
 

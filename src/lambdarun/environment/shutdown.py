@@ -17,6 +17,7 @@ from typing import Any
 
 from ..core.extensions import SHUTDOWN, Extension
 from ..core.outcomes import ResetReason
+from ..telemetry import lifecycle as lc
 from ..telemetry import records as r
 from ..telemetry.records import ms
 from .generation import Generation
@@ -84,7 +85,7 @@ async def shut_down(gen: Generation, reason: ResetReason) -> None:
     ended = time.time()
     steps.append(r.Span.between("kill", kill_started, ended))
     for span in steps:
-        gen.stream.emit(r.ShutdownStep(span))
+        gen.stream.emit(lc.ShutdownStep(span))
     for ext in gen.extensions.all:
         if ext.name not in outcomes:
             continue
@@ -96,7 +97,7 @@ async def shut_down(gen: Generation, reason: ResetReason) -> None:
         if event is not None and exit_at <= waited and process is not None and process.exited.done():
             status = process.exited.result()
         read = event is not None and not any(queued is event for queued in ext.queue)
-        gen.stream.emit(r.ExtensionShutdown(ext.name, ext.state.value, event is not None, read,
+        gen.stream.emit(lc.ExtensionShutdown(ext.name, ext.state.value, event is not None, read,
                                             r.Span.between("shutdown", began, exit_at), status))  # fmt: skip
     gen.stream.emit(r.ShutdownDone(reason, int(deadline * 1000), ms(ended - started),
                                    tuple((x.name, x.state.value) for x in registered)))  # fmt: skip

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import httptools
 
+from . import lifecycle
 from . import records as r
 from .records import Event
 from .subscriptions import LOGS, TELEMETRY, Subscription
@@ -160,7 +161,7 @@ class Subscriber:
                    attempt: int) -> None:  # fmt: skip
         if self._emit is not None:
             subscription = self.subscription
-            self._emit(r.TelemetryDelivery(self.name, subscription.api, subscription.destination.protocol,
+            self._emit(lifecycle.TelemetryDelivery(self.name, subscription.api, subscription.destination.protocol,
                                            r.Span.between("delivery", started, time.time()), tuple(batch), status,
                                            error, attempt))  # fmt: skip
 
