@@ -136,6 +136,12 @@ def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
     type=click.File("w"),
     help="write every event of the environment's stream to FILE as JSON lines",
 )
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="write the lifecycle trace (Chrome trace event format: Perfetto, chrome://tracing) to FILE at the end",
+)
 def invoke(
     code: Path,
     runtime: str,
@@ -151,6 +157,7 @@ def invoke(
     trace_id: str | None,
     tracing: str,
     telemetry_file: TextIO | None,
+    trace_file: Path | None,
 ) -> None:
     """Invoke the function in CODE (a directory or zip) and print each response on one line."""
     payloads = _events(event, event_file)
@@ -166,6 +173,7 @@ def invoke(
             timeout=timeout,
             name=name,
             tracing=tracing,
+            trace=trace_file,
         )
         function.start()
     except (ConfigError, RuntimeUnavailable, OSError, ValueError) as exc:
@@ -194,6 +202,32 @@ def invoke(
         interrupts.closing(function)
         function.close()
     sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("trace_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--svg", "svg", type=click.Path(dir_okay=False, path_type=Path), help="draw the timeline into OUT.svg")
+def trace(trace_file: Path, svg: Path | None) -> None:
+    """Summarise a lifecycle trace written by `invoke --trace`, or draw it (--svg, needs lambdarun[trace])."""
+    from .trace import chrome, draw, timeline
+
+    try:
+        loaded = chrome.load(trace_file)
+    except chrome.TraceFormatError as exc:
+        raise click.UsageError(str(exc)) from None
+    if svg is None:
+        origin = loaded.origin
+        for track in timeline.track_order(loaded.tracks):
+            for span in sorted(loaded.on(track), key=lambda s: s.start):
+                click.echo(
+                    f"{track:<24} +{(span.start - origin) * 1000:10.3f} ms {span.duration_ms:10.3f} ms  {span.name}"
+                )
+        return
+    try:
+        draw.draw_svg(loaded, svg, title=trace_file.name)
+    except draw.DrawingUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"wrote {svg}")
 
 
 @main.command()
