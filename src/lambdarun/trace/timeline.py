@@ -9,7 +9,7 @@ freeze and thaw) is a span made from two of them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..telemetry import lifecycle as lc
@@ -200,6 +200,9 @@ def _shutdown(
     extensions: list[lc.ExtensionShutdown],
 ) -> None:
     start = steps[0].span.start if steps else at - done.duration_ms / 1000  # the first step starts with it
+    for n, span in enumerate(timeline.spans):  # the sequence thaws the environment as its first act
+        if span.category == "frozen" and span.start < start < span.end:
+            timeline.spans[n] = replace(span, duration_ms=_ms(span.start, start))
     timeline.add(PLATFORM, f"shutdown ({done.reason})", "shutdown", start, done.duration_ms, reason=str(done.reason),
                  duration_ms=done.duration_ms, extensions=dict(done.extensions))  # fmt: skip
     for step in steps:
