@@ -230,6 +230,30 @@ def trace(trace_file: Path, svg: Path | None) -> None:
     click.echo(f"wrote {svg}")
 
 
+@main.command("check-extension")
+@click.argument("layer", type=click.Path(exists=True, path_type=Path))
+@click.option("--runtime", default="python3.11", show_default=True, help="the built-in function's runtime")
+@click.option(
+    "--env",
+    "env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="an environment variable; `{sink}` in VALUE is the check's endpoint (also $LAMBDARUN_CHECK_SINK)",
+)
+@click.option("--json", "as_json", is_flag=True, help="the findings as JSON, for CI")
+def check_extension(layer: Path, runtime: str, env: tuple[str, ...], as_json: bool) -> None:
+    """Run a standard battery against the extensions of LAYER and report findings; exit 1 on any error."""
+    from .check import battery, finding, report, rules
+
+    try:
+        evidence = battery.run_battery(layer, runtime, _parse_env(env))
+    except (ConfigError, RuntimeUnavailable, battery.UnsupportedRuntime, OSError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    verdict = rules.judge(evidence)
+    click.echo(report.as_json(evidence, verdict) if as_json else report.as_table(evidence, verdict))
+    sys.exit(1 if verdict.worst is finding.Level.ERROR else 0)
+
+
 @main.command()
 def runtimes() -> None:
     """List each runtime, whether this machine can run it, and what to install if not."""

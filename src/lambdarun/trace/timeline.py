@@ -206,10 +206,10 @@ def _shutdown(
     timeline.add(PLATFORM, f"shutdown ({done.reason})", "shutdown", start, done.duration_ms, reason=str(done.reason),
                  duration_ms=done.duration_ms, extensions=dict(done.extensions))  # fmt: skip
     for step in steps:
-        span = step.span
-        timeline.add(PLATFORM, span.name, "shutdown", span.start, span.duration_ms)
-        if span.name == "runtime":
-            timeline.add(RUNTIME, "shutdown", "shutdown", span.start, span.duration_ms)
+        part = step.span
+        timeline.add(PLATFORM, part.name, "shutdown", part.start, part.duration_ms)
+        if part.name == "runtime":
+            timeline.add(RUNTIME, "shutdown", "shutdown", part.start, part.duration_ms)
     for ext in extensions:
         if not ext.subscribed:
             outcome = "killed (not registered for SHUTDOWN)"
