@@ -17,7 +17,7 @@ from lambdarun.runtimes.registry import get_runtime
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "telemetry-extension"
 
-EXTRA_TESTS = '''
+EXTRA_TESTS = """
 import pytest
 
 from test_telemetry_sample import CODE, LAYER
@@ -32,7 +32,7 @@ def test_a_failure_shows_the_environment_log(lambda_function):
 @pytest.mark.lambda_runtimes("python3.11", "{missing}")
 def test_across_runtimes(lambda_function, lambda_runtime):
     assert lambda_runtime == "python3.11"
-'''
+"""
 
 
 def _missing_runtime() -> str | None:
