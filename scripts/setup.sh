@@ -11,7 +11,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get install -y -qq "${need[@]}" >/dev/null
   fi
 fi
-python3 -m pip install -q --root-user-action=ignore -e '.[dev]'
+python3 -m pip install -q --root-user-action=ignore -e '.[dev,trace]'
 # The java17/java21 runtimes run the official runtime interface client, fetched from Maven Central.
 ric_lib="${LAMBDARUN_CACHE:-$HOME/.cache/lambdarun}/java/lib"
 if command -v mvn >/dev/null && ! ls "$ric_lib"/aws-lambda-java-runtime-interface-client-*.jar >/dev/null 2>&1; then
