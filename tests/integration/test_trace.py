@@ -179,3 +179,24 @@ def test_the_summary_lists_each_track(traced: dict[str, Any]) -> None:
     assert done.returncode == 0, done.stderr
     tracks = {line.split()[0] for line in done.stdout.splitlines()}
     assert {"platform", "runtime", "telemetry-sample", "ext-b"} <= tracks
+
+
+def test_invoke_writes_the_trace_named_by_the_option(tmp_path: Path) -> None:
+    trace = tmp_path / "cli.json"
+    done = subprocess.run([sys.executable, "-m", "lambdarun", "invoke", str(SAMPLE / "function-python"), "--runtime",
+                           "python3.11", "--handler", "app.handler", "--repeat", "2", "--trace", str(trace)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(trace.read_text())
+    jsonschema.validate(loaded, TRACE_SCHEMA)
+    platform = [s["name"] for s in _spans(loaded)["platform"]]
+    # Frozen after each invoke: until the next one, and until the shutdown.
+    assert platform.count("frozen") == 2 and sum(name.startswith("invoke ") for name in platform) == 2
+
+
+def test_a_file_that_is_no_trace_is_refused(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"events": []}')
+    done = subprocess.run([sys.executable, "-m", "lambdarun", "trace", str(bogus)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "no traceEvents list" in done.stderr
