@@ -5,7 +5,12 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for pkg in bubblewrap curl mono-mcs; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+  # bubblewrap and a C compiler build the sandbox (its init is compiled once), passt (pasta) gives it outbound
+  # network, e2fsprogs and mount make the ext4 image that is /tmp as root (sandbox/storage.py), mono-mcs compiles
+  # the .NET runtime client.
+  for pkg in bubblewrap passt gcc libc6-dev curl e2fsprogs mount mono-mcs; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null

@@ -108,6 +108,14 @@ def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="an environment variable; repeatable")
 @click.option("--memory", default=128, show_default=True, type=int, help="memory size in MB")
 @click.option("--timeout", default=3.0, show_default=True, type=float, help="function timeout in seconds")
+@click.option("--ephemeral-storage", default=512, show_default=True, type=int, help="the size of /tmp in MB")
+@click.option(
+    "--network",
+    type=click.Choice(["default", "none"]),
+    default="default",
+    show_default=True,
+    help="default: outbound traffic as a non-VPC function has it; none: the sandbox's loopback only",
+)
 @click.option("--event", help="the event as JSON (default {})")
 @click.option(
     "--event-file",
@@ -122,6 +130,9 @@ def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
     help="invoke N times in one warm environment",
 )
 @click.option("--name", default="function", show_default=True, help="the function's name")
+@click.option(
+    "--stream", is_flag=True, help="write each response's bytes as they arrive (streamed responses), then a newline"
+)
 @click.option("--trace-id", help="the X-Ray header of each invoke (default: a fresh one per invoke, as Lambda sends)")
 @click.option(
     "--tracing",
@@ -150,10 +161,13 @@ def invoke(
     env: tuple[str, ...],
     memory: int,
     timeout: float,
+    ephemeral_storage: int,
+    network: str,
     event: str | None,
     event_file: Path | None,
     repeat: int,
     name: str,
+    stream: bool,
     trace_id: str | None,
     tracing: str,
     telemetry_file: TextIO | None,
@@ -173,6 +187,8 @@ def invoke(
             timeout=timeout,
             name=name,
             tracing=tracing,
+            ephemeral_storage=ephemeral_storage,
+            network=network,
             trace=trace_file,
         )
         function.start()
@@ -189,10 +205,14 @@ def invoke(
         for _ in range(repeat):
             for payload in payloads:
                 pending = function.start_invoke(payload=payload, trace_id=trace_id)
-                response = pending.response()
-                _write(sys.stdout, _one_line(response.payload))
-                failed |= response.function_error is not None
-                pending.result()
+                if stream:
+                    for chunk in pending.chunks():
+                        sys.stdout.buffer.write(chunk)
+                        sys.stdout.buffer.flush()
+                    _write(sys.stdout, "")
+                else:
+                    _write(sys.stdout, _one_line(pending.response().payload))
+                failed |= pending.result().function_error is not None
     except KeyboardInterrupt:
         print("lambdarun: interrupted, shutting the environment down (again to kill it at once)", file=sys.stderr)
         interrupts.closing(function)

@@ -16,6 +16,7 @@ class ConfigError(ValueError):
 
 
 TRACING_MODES = ("PassThrough", "Active")
+NETWORKS = ("default", "none")
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -34,6 +35,8 @@ class FunctionConfig:
     account_id: str = "123456789012"
     init_timeout_s: float = 10.0  # on-demand Init limit (SPEC 4.1)
     tracing: str = "PassThrough"  # X-Ray tracing mode: Active samples every invoke (Sampled=1)
+    ephemeral_storage_mb: int = 512  # the size of /tmp
+    network: str = "default"  # outbound traffic as a non-VPC function has it, or "none"
 
     def __post_init__(self) -> None:
         self.code = Path(self.code)
@@ -59,6 +62,12 @@ class FunctionConfig:
             raise ConfigError(f"memory {self.memory_mb} MB is outside Lambda's range 128-10240 MB")
         if not 1 <= self.timeout_s <= 900:
             raise ConfigError(f"timeout {self.timeout_s} s is outside Lambda's range 1-900 s")
+        if not 512 <= self.ephemeral_storage_mb <= 10240:
+            raise ConfigError(
+                f"ephemeral storage {self.ephemeral_storage_mb} MB is outside Lambda's range 512-10240 MB"
+            )
+        if self.network not in NETWORKS:
+            raise ConfigError(f"network {self.network!r} is not one of {', '.join(NETWORKS)}")
         if self.tracing not in TRACING_MODES:
             raise ConfigError(f"tracing mode {self.tracing!r} is not one of {', '.join(TRACING_MODES)}")
         if len(self.layers) > MAX_LAYERS:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
+import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,12 +86,28 @@ class PendingInvoke:
         self,
         response: concurrent.futures.Future[InvokeResponse],
         outcome: concurrent.futures.Future[InvokeOutcome],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._response = response
         self._outcome = outcome
+        self._loop = loop
 
     def response(self, timeout: float | None = None) -> InvokeResponse:
+        """What the invoker gets the moment the runtime answers: for a streamed response, its start (`stream`)."""
         return self._response.result(timeout)
+
+    def chunks(self, timeout: float | None = None) -> Iterator[bytes]:
+        """The response body as it arrives: a streamed response chunk by chunk, any other in one piece. The whole
+        body, and the error a stream ended with, are in `result()`."""
+        response = self.response(timeout)
+        if response.stream is None:
+            if response.payload:
+                yield response.payload
+            return
+        arrived: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._loop.call_soon_threadsafe(response.stream.read, arrived.put)
+        while (chunk := arrived.get(timeout=timeout)) is not None:
+            yield chunk
 
     def result(self, timeout: float | None = None) -> InvokeResult:
         return InvokeResult.of(self._outcome.result(timeout))
@@ -109,6 +127,8 @@ class Function:
         timeout: float = 3.0,
         name: str = "function",
         tracing: str = "PassThrough",
+        ephemeral_storage: int = 512,
+        network: str = "default",
         trace: str | Path | None = None,
     ) -> None:
         """`trace`: a file to write the lifecycle trace to (Chrome trace event format) when the function closes."""
@@ -122,6 +142,8 @@ class Function:
             timeout_s=timeout,
             name=name,
             tracing=tracing,
+            ephemeral_storage_mb=ephemeral_storage,
+            network=network,
         )
         self._loop: LoopThread | None = None
         self._env: Environment | None = None
@@ -201,7 +223,7 @@ class Function:
         task = self._loop.submit(self._env.invoke(request, lambda r: settle(response, r), lambda o: settle(outcome, o)))
         task.add_done_callback(failed)
         self._pending = [(t, o) for t, o in self._pending if not t.done()] + [(task, outcome)]
-        return PendingInvoke(response, outcome)
+        return PendingInvoke(response, outcome, self._loop.loop)
 
     def invoke(self, event: Any = None, **options: Any) -> InvokeResult:
         """Invoke and wait until the invoke has ended (every extension back in `next`); options as start_invoke."""

@@ -19,7 +19,7 @@ from _unprivileged import Identity, identity  # noqa: F401  (the fixture)
 
 from lambdarun import Function
 from lambdarun.environment.layers import PackageError
-from lambdarun.sandbox.view import HOSTS_LINE
+from lambdarun.sandbox.etc import HOSTS
 
 # A custom runtime whose every response is what /opt/x/f and /opt/hosts hold (the layer directory without the
 # sandbox) and whether /opt/bin/tool can be executed.
@@ -59,7 +59,7 @@ def _tools() -> None:
 @pytest.fixture
 def place(identity: Identity) -> Iterator[Path]:  # noqa: F811
     """A directory the identity owns, with `somewhere` in it: the directory nothing may write into."""
-    base = identity.private_dir("lambdarun-layers-test-")
+    base = identity.private_dir("lambdarun-test-layers-")
     (base / "somewhere").mkdir()
     (base / "tmp").mkdir()
     try:
@@ -156,7 +156,7 @@ def test_a_symlink_pointing_outside_resolves_inside_the_sandbox(functions: Path,
         result = fn.invoke({"op": "read", "path": "/opt/hosts"})
 
     assert result.function_error is None, result.payload
-    assert result.json() == HOSTS_LINE
+    assert result.json() == HOSTS
 
 
 def test_an_extension_unpacked_from_a_zip_layer_is_executable_and_registers(functions: Path, tmp_path: Path) -> None:

@@ -703,8 +703,6 @@ def test_http_response_stream_sends_the_prelude_first(stub_api: Any) -> None:
 # -- response streaming through lambdarun
 
 
-@pytest.mark.xfail(reason="lambdarun's Runtime API answers streaming responses with InvalidFunctionResponseMode "
-                          "(api/runtime.py: 'Response streaming is a later capability')", strict=True)  # fmt: skip
 def test_streaming_handler_chunks_are_the_buffered_payload() -> None:
     with node_function(code="streaming", handler="index.handler") as fn:
         result = fn.invoke({})

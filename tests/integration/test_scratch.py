@@ -95,7 +95,7 @@ class Run:
 @pytest.fixture
 def dirs(identity: Identity) -> Iterator[tuple[Path, Path]]:  # noqa: F811
     """A function's code and a TMPDIR for lambdarun, both the identity's."""
-    base = identity.private_dir("lambdarun-scratch-test-")
+    base = identity.private_dir("lambdarun-test-scratch-")
     code, tmpdir = base / "code", base / "tmp"
     layer = base / "layer" / "extensions"
     for path in (code, tmpdir, layer):

@@ -176,3 +176,10 @@ def test_memory_growing_across_warm_invokes_is_a_warning() -> None:
         stream.invoke("warm", memory=memory)
     (memory_finding,) = [f for f in stream.findings() if f.check == "memory"]
     assert memory_finding.level is Level.WARNING and "41 MB → 56 MB" in memory_finding.summary
+
+
+def test_a_sink_the_sandbox_cannot_reach_is_said_not_guessed() -> None:
+    stream = battery()
+    stream.evidence.sink_unreachable = "the sandbox has no network to the host here: no tun"
+    (frozen,) = [f for f in stream.findings() if f.check == "frozen-work"]
+    assert frozen.level is Level.INFO and "no tun" in frozen.summary

@@ -21,7 +21,7 @@ from lambdarun.core.runtime import Invocation, RuntimeChannel, RuntimeReply
 from lambdarun.environment.environment import Environment
 from lambdarun.environment.invoke import InvokeOutcome, InvokeRequest, InvokeResponse
 from lambdarun.environment.layout import Layout
-from lambdarun.sandbox.view import HostDirs, PlainView
+from lambdarun.sandbox.view import HostDirs, Paths
 from lambdarun.telemetry import records as r
 from lambdarun.telemetry.records import Event
 
@@ -66,6 +66,7 @@ class FakeSandbox:
         self.scripts = scripts
         self.processes: list[FakeProcess] = []
         self.frozen = False
+        self.resets = 0
 
     async def spawn(self, name: str, argv: list[str], env: Mapping[str, str], on_line: Any, on_frame: Any = None):  # type: ignore[no-untyped-def]
         process = FakeProcess(name)
@@ -82,12 +83,16 @@ class FakeSandbox:
     def max_memory_used_mb(self) -> int:
         return 42
 
+    def oom_killed(self) -> bool:
+        return False
+
+    async def socket(self):  # type: ignore[no-untyped-def]
+        raise OSError("no network in these tests")
+
     async def kill_all(self) -> None:
+        self.resets += 1
         for process in self.processes:
             process.exit(-9)
-
-    def close(self) -> None:
-        pass
 
 
 class World:
@@ -95,20 +100,15 @@ class World:
 
     def __init__(self, tmp: Path, extensions: tuple[str, ...] = (), **config: Any) -> None:
         self.config = FunctionConfig(code=tmp, runtime="provided.al2023", **config)
-        dirs = HostDirs(task=tmp, opt=tmp, runtime=tmp, lang=tmp, tmp=tmp, hosts=tmp)
-        self.layout = Layout(self.config, "instance", tmp, PlainView(dirs), "provided:al2023", ["bootstrap"], {}, {},
-                             extensions, None, None, False)  # fmt: skip
+        paths = Paths.of(HostDirs(task=tmp, opt=tmp, runtime=tmp, lang=tmp, tmp=tmp))
+        self.layout = Layout(self.config, "instance", paths, "provided:al2023", ["bootstrap"], {}, {}, extensions,
+                             None, None, False)  # fmt: skip
         self.scripts: dict[str, Script] = {}
-        self.sandboxes: list[FakeSandbox] = []
+        self.sandbox = FakeSandbox(self.scripts)
         self.events: list[Event] = []
-        self.env = Environment(self.config, sandbox=self._sandbox)
-        self.env._layout = self.layout  # what start() assembles from files; nothing here touches the disk
+        self.env = Environment(self.config)
+        self.env.use(self.layout, self.sandbox)  # what start() assembles from files; nothing here touches the disk
         self.env.stream.subscribe(self.events.append)
-
-    def _sandbox(self, layout: Layout) -> FakeSandbox:
-        sandbox = FakeSandbox(self.scripts)
-        self.sandboxes.append(sandbox)
-        return sandbox
 
     @property
     def channel(self) -> RuntimeChannel:
@@ -183,7 +183,7 @@ def test_the_invoker_is_answered_before_extensions_finish(tmp_path: Path) -> Non
         assert outcome.report.status == "success"
         assert outcome.report.post_runtime_extensions_ms is not None
         assert outcome.report.post_runtime_extensions_ms >= 15
-        assert world.sandboxes[0].frozen  # frozen after the invoke
+        assert world.sandbox.frozen  # frozen after the invoke
         await world.env.shutdown()
         (done,) = world.of(r.ShutdownDone)
         assert done.reason == "spindown" and dict(done.extensions) == {"slow": "Exited"}
@@ -213,7 +213,9 @@ def test_an_extension_crash_after_the_response_fails_the_invoke_and_resets(tmp_p
         assert done.reason == "failure"
         assert [x.phase for x in world.of(r.InitStart)] == ["init"]
         await world.invoke()
-        assert len(world.sandboxes) == 2
+        # A fresh Init in the same sandbox, with new processes (the old ones killed by the reset).
+        assert [x.phase for x in world.of(r.InitStart)] == ["init", "init"]
+        assert world.sandbox.resets >= 1 and len(world.sandbox.processes) == 4
 
     run(scenario)
 
@@ -288,7 +290,7 @@ def test_shutdown_kills_a_runtime_without_extensions_at_once(tmp_path: Path) -> 
         world.scripts["runtime"] = echo_runtime(world)
 
         await world.invoke()
-        runtime = world.sandboxes[0].processes[0]
+        runtime = world.sandbox.processes[0]
         await world.env.shutdown()
         assert runtime.signals == []  # no extension: the runtime is killed at once, no SIGTERM
         assert not runtime.running
@@ -311,7 +313,7 @@ def test_shutdown_events_carry_the_reason(tmp_path: Path, reason: str) -> None:
 
         world.scripts["extension-watcher"] = watcher
         await world.invoke()
-        runtime = world.sandboxes[0].processes[-1]
+        runtime = world.sandbox.processes[-1]
         await world.env.shutdown(ResetReason(reason))
         assert seen[0]["eventType"] == "SHUTDOWN" and seen[0]["shutdownReason"] == reason
         assert runtime.signals[0] == signal.SIGTERM  # with an extension, the runtime gets SIGTERM first

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lambdarun.api.http import Handler, Request, Response, Server
+from lambdarun.api.http import DEFAULT_LIMITS, Handler, Limits, Request, Response, Server
 
 T = TypeVar("T")
 
@@ -168,8 +168,8 @@ class Harness:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(TIMEOUT)
 
-    def serve(self, handler: Handler, max_body: int = MAX_BODY) -> Server:
-        server = Server(handler, max_body)
+    def serve(self, handler: Handler, max_body: int = MAX_BODY, limits: Limits = DEFAULT_LIMITS) -> Server:
+        server = Server(handler, max_body, limits)
         self.run(server.start())
         self._servers.append(server)
         return server

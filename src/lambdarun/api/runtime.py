@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 
 from ..core.current import Current
 from ..core.errors import INVALID_RESPONSE_MODE, MAX_PAYLOAD, InvalidStateTransition
 from ..core.runtime import InitErrorReport, InvalidRequestId, Invocation, RuntimeChannel, RuntimeReply
+from ..core.stream import ERROR_BODY_TRAILER, ERROR_TYPE_TRAILER, TRUNCATED, ResponseStream
 from .errors import accepted, error, method_not_allowed, not_found, too_large
 from .http import Request, Response
 
 ERROR_CAUSE_TYPE = "application/vnd.aws.lambda.error.cause+json"
 ERROR_TYPE_HEADER = "lambda-runtime-function-error-type"
 RESPONSE_MODE_HEADER = "lambda-runtime-function-response-mode"
+STREAMING = "streaming"  # the only response mode there is, case-sensitive as RAPID checks it (SPEC 1.7)
+
+
+def streams_body(method: str, headers: dict[str, str]) -> bool:
+    """Whether the server hands this request's body to its handler as it arrives: a streamed response."""
+    return method == "POST" and headers.get(RESPONSE_MODE_HEADER) == STREAMING
 
 
 class RuntimeAPI:
@@ -32,6 +41,10 @@ class RuntimeAPI:
                 return method_not_allowed(request.method, request.path)
             case ("GET", "runtime", "invocation", "next"):
                 return await self._next(request)
+            case ("POST", "runtime", "invocation", request_id, "response") if (
+                request.header(RESPONSE_MODE_HEADER) == STREAMING
+            ):
+                return await self._stream(request, request_id)
             case ("POST", "runtime", "invocation", request_id, "response" | "error" as kind):
                 return self._reply(request, request_id, is_error=kind == "error")
             case ("POST", "runtime", "init", "error"):
@@ -73,9 +86,9 @@ class RuntimeAPI:
     def _reply(self, request: Request, request_id: str, is_error: bool) -> Response:
         channel = self._current().channel
         mode = request.header(RESPONSE_MODE_HEADER)
-        if mode is not None:
-            # Response streaming is a later capability; until then every mode header gets the documented
-            # error and the invoker sees Runtime.InvalidResponseModeHeader.
+        if mode is not None and not (is_error and mode == STREAMING):  # a streaming function's /error is an error
+            # Any mode but `streaming` (on /response) gets the documented error; the invoker sees
+            # Runtime.InvalidResponseModeHeader.
             body = json.dumps(
                 {
                     "errorType": INVALID_RESPONSE_MODE,
@@ -97,6 +110,31 @@ class RuntimeAPI:
             payload, content_type, error_type = request.body, request.header("content-type") or "", None
         reply = RuntimeReply(payload, content_type, is_error, error_type, request.started)
         return self._deliver(channel, request_id, reply) or accepted()
+
+    async def _stream(self, request: Request, request_id: str) -> Response:
+        """A streamed response: the invoker is answered at its first byte, chunks pass on as they arrive, and the
+        trailers say whether it ended in an error (SPEC 1.7)."""
+        channel = self._current().channel
+        content_type = request.header("content-type") or "application/octet-stream"
+        stream = ResponseStream(content_type)
+        failure = self._deliver(channel, request_id, RuntimeReply(b"", content_type, False, None, request.started,
+                                                                  stream=stream))  # fmt: skip
+        if failure is not None:
+            return failure
+        try:
+            if request.stream is None:
+                stream.write(request.body)
+            else:
+                async for chunk in request.stream.chunks():
+                    stream.write(chunk)
+        finally:  # also when the connection went mid-stream: the stream ends broken
+            trailers = request.stream.trailers if request.stream is not None else request.trailers
+            cut = request.stream is not None and not request.stream.complete
+            error_type = TRUNCATED if cut else trailers.get(ERROR_TYPE_TRAILER)
+            channel.stream_ended(stream, error_type, _trailer_error(trailers, error_type))
+        if stream.oversized:
+            return too_large(stream.limit)
+        return accepted()
 
     @staticmethod
     def _deliver(channel: RuntimeChannel, request_id: str, reply: RuntimeReply) -> Response | None:
@@ -161,3 +199,16 @@ def _error_body(request: Request) -> tuple[bytes, str, str | None]:
     except ValueError:
         pass
     return body, content_type, header_type or body_type
+
+
+def _trailer_error(trailers: dict[str, str], error_type: str | None) -> bytes:
+    """The error JSON a streamed response ended with: the trailer's base64 body, else one built from the type."""
+    if error_type is None:
+        return b""
+    encoded = trailers.get(ERROR_BODY_TRAILER)
+    if encoded:
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    return json.dumps({"errorType": error_type, "errorMessage": ""}).encode()

@@ -6,6 +6,8 @@ Everything it learns is the environment's event stream, the sink's requests and 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -13,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..function import Function
+from ..sandbox import network
+from ..sandbox.sandbox import plain_reason
+from ..sandbox.spec import HOST_GATEWAY_NAME
 from ..telemetry.records import Event
 from .sink import Sink, SinkRequest
 
@@ -52,12 +57,23 @@ class Evidence:
     runtime: str
     extensions: list[str]  # the external extensions the layer holds
     sink_url: str
+    sink_unreachable: str | None = None  # why the function's processes cannot reach the sink, if they cannot
     steps: list[Step] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     sink: list[SinkRequest] = field(default_factory=list)
 
     def scenario_of(self, request_id: str) -> str:
         return next((s.scenario for s in self.steps if s.request_id == request_id), "?")
+
+
+def sink_host() -> tuple[str | None, str | None]:
+    """How the function's processes reach the host's loopback, where the sink listens; or why they cannot."""
+    if plain_reason() is not None:
+        return "127.0.0.1", None  # plain processes share the host's network
+    problem = network.unavailable()
+    if problem is None:
+        return HOST_GATEWAY_NAME, None
+    return None, f"the sandbox has no network to the host here: {problem}"
 
 
 def family(runtime: str) -> str:
@@ -79,11 +95,15 @@ def run_battery(layer: Path, runtime: str = "python3.11", env: dict[str, str] | 
     if kind not in HANDLERS:
         raise UnsupportedRuntime(f"check-extension has a built-in function for {', '.join(HANDLERS)} runtimes, "
                                  f"not {runtime}")  # fmt: skip
-    with Sink() as sink:
-        variables = {key: value.replace("{sink}", sink.url) for key, value in (env or {}).items()}
-        variables.setdefault(SINK_VARIABLE, sink.url)
-        evidence = Evidence(layer, runtime, layer_extensions(layer), sink.url)
-        fn = Function(FUNCTIONS / kind, runtime, HANDLERS[kind], layers=[layer], env=variables, timeout=TIMEOUT_S,
+    host, unreachable = sink_host()
+    with Sink() as sink, tempfile.TemporaryDirectory(prefix="lambdarun-check-") as tmp:
+        url = sink.url_for(host or "127.0.0.1")
+        variables = {key: value.replace("{sink}", url) for key, value in (env or {}).items()}
+        variables.setdefault(SINK_VARIABLE, url)
+        evidence = Evidence(layer, runtime, layer_extensions(layer), url, unreachable)
+        # A copy the user owns: the installed package may be root's, and the code directory is the user's to lay out.
+        code = shutil.copytree(FUNCTIONS / kind, Path(tmp) / "function")
+        fn = Function(code, runtime, HANDLERS[kind], layers=[layer], env=variables, timeout=TIMEOUT_S,
                       name="check-extension")  # fmt: skip
         fn.start()
         fn.subscribe(evidence.events.append)

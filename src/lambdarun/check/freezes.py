@@ -26,7 +26,7 @@ class Freeze:
 def freeze_periods(evidence: Evidence) -> list[Freeze]:
     freezes: list[Freeze] = []
     last: str | None = None
-    for event in sorted(evidence.events, key=lambda e: e.time):
+    for event in evidence.events:  # in the order emitted
         if isinstance(event.data, r.Report):
             last = event.data.request_id
         elif isinstance(event.data, lc.Freeze):
@@ -39,6 +39,10 @@ def freeze_periods(evidence: Evidence) -> list[Freeze]:
 def check_frozen_work(evidence: Evidence) -> Iterable[Finding]:
     """Requests to the sink outstanding when the environment froze, or arriving while it was frozen: work an
     extension started after /event/next, which on Lambda would wait for the next thaw (or never finish)."""
+    if evidence.sink_unreachable is not None:
+        yield Finding("frozen-work", Level.INFO, "work after /event/next could not be watched: "
+                      f"{evidence.sink_unreachable}", None)  # fmt: skip
+        return
     if not evidence.sink:
         yield Finding("frozen-work", Level.INFO, "no request reached the check's sink, so work after /event/next "
                       "could not be watched", None, ("send your extension's output to ${LAMBDARUN_CHECK_SINK} "

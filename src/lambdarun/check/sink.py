@@ -54,10 +54,9 @@ class Sink:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="check-sink", daemon=True)
 
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def url_for(self, host: str) -> str:
+        """Its URL, for processes that reach this machine's loopback as `host`."""
+        return f"http://{host}:{self._server.server_address[1]}"
 
     def __enter__(self) -> Sink:
         self._thread.start()

@@ -11,6 +11,7 @@ MAX_PAYLOAD = 6 * 1024 * 1024 + 100  # RAPID's MaxPayloadSize: 6 MiB plus 100 by
 # Platform error types (RAPID fatalerror.go; Sandbox.Timedout as production and the newer RAPID show it).
 RUNTIME_EXIT = "Runtime.ExitError"
 RUNTIME_UNKNOWN = "Runtime.Unknown"
+RUNTIME_OUT_OF_MEMORY = "Runtime.OutOfMemory"
 FUNCTION_UNKNOWN = "Function.Unknown"
 INVALID_ENTRYPOINT = "Runtime.InvalidEntrypoint"
 RESPONSE_TOO_LARGE = "Function.ResponseSizeTooLarge"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .errors import InvalidStateTransition
+from .stream import ResponseStream
 
 
 class RuntimeState(Enum):
@@ -75,6 +76,13 @@ class RuntimeReply:
     started_at: float  # first byte received
     finished_at: float = field(default_factory=time.time)  # last byte received: when the channel was handed it
     oversized_size: int | None = None  # set when the response exceeded the limit
+    stream: ResponseStream | None = None  # a streamed response: its chunks arrive after the reply (SPEC 1.7)
+
+    @property
+    def last_byte_at(self) -> float:
+        if self.stream is not None and self.stream.ended.done():
+            return self.stream.ended.result().at
+        return self.finished_at
 
 
 @dataclass(frozen=True)
@@ -147,9 +155,16 @@ class RuntimeChannel:
         target = RuntimeState.INVOCATION_ERROR if reply.is_error else RuntimeState.INVOCATION_RESPONSE
         if self.state is not RuntimeState.RUNNING:
             raise _refuse(self.state, target)
-        self.state = RuntimeState.RESPONSE_SENT
+        # A streamed response stays in InvocationResponse until its stream ends; the invoker is answered now.
+        self.state = RuntimeState.INVOCATION_RESPONSE if reply.stream is not None else RuntimeState.RESPONSE_SENT
         if self.reply is not None and not self.reply.done():
             self.reply.set_result(reply)
+
+    def stream_ended(self, stream: ResponseStream, error_type: str | None = None, error_body: bytes = b"") -> None:
+        """The streamed response of the current invoke is complete (or broke): the runtime may ask for the next."""
+        stream.end(error_type, error_body)
+        if self.state is RuntimeState.INVOCATION_RESPONSE:
+            self.state = RuntimeState.RESPONSE_SENT
 
     def init_error_received(self, report: InitErrorReport) -> None:
         if self.state is not RuntimeState.STARTED:

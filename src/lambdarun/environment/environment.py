@@ -17,8 +17,13 @@ from ..api.http import Server
 from ..config import FunctionConfig
 from ..core.current import NoGeneration
 from ..core.outcomes import ResetReason, Status
-from ..sandbox.launcher import ViewSandbox
+from ..sandbox.limited import LimitedSandbox
+from ..sandbox.limited import sweep as limited_sweep
+from ..sandbox.limits import Limits
+from ..sandbox.sandbox import plain_reason
 from ..sandbox.scratch import Scratch
+from ..sandbox.spec import Network
+from ..sandbox.view import LAMBDA_PATHS, Paths
 from ..telemetry import records as r
 from ..telemetry.records import Event
 from ..telemetry.stream import EventStream
@@ -26,37 +31,47 @@ from . import invoke as flow
 from .generation import Generation, Sandbox
 from .init import InitResult, run_init
 from .invoke import InvokeOutcome, InvokeRequest, InvokeResponse, Run
-from .layout import Layout, assemble, make_scratch
+from .layout import Layout, assemble, lay_out, make_scratch, prepare_runtime
 from .shutdown import shut_down
 
 
 class Environment:
-    def __init__(
-        self,
-        config: FunctionConfig,
-        stream: EventStream | None = None,
-        sandbox: Callable[[Layout], Sandbox] | None = None,
-    ) -> None:
+    def __init__(self, config: FunctionConfig, stream: EventStream | None = None) -> None:
         self.config = config
         self.stream = stream or EventStream()
-        self._new_sandbox = sandbox or _view_sandbox
         self._lock = asyncio.Lock()
         self._gen: Generation | None = None
         self._scratch: Scratch | None = None
+        self._sandbox: Sandbox | None = None
+        self._limited: LimitedSandbox | None = None
         self._server: Server | None = None
         self._layout: Layout | None = None
         self._closed = False
 
     async def start(self) -> None:
-        """Lay out the files and open the API server; no process starts until the first invoke."""
+        """Lay out the files, open the sandbox and the API server inside it; no process starts until the first
+        invoke."""
+        limited_sweep()
         self._scratch = make_scratch()
+        config = self.config
         try:
-            self._server = await serve(self._current)
-            self._layout = assemble(self.config, self._scratch.path, f"{self._server.host}:{self._server.port}")
+            sandboxed = plain_reason() is None
+            dirs = lay_out(config, self._scratch.path, sandboxed)
+            prepared = prepare_runtime(config, dirs, LAMBDA_PATHS if sandboxed else Paths.of(dirs))
+            limits = Limits(config.memory_mb, config.ephemeral_storage_mb)
+            network: Network = "none" if config.network == "none" else "default"
+            self._limited = await LimitedSandbox.open(dirs, prepared.binds, limits, network, self._scratch.path)
+            self._sandbox = self._limited
+            self._server = await serve(self._current, self._limited.listener)
+            self._layout = assemble(config, dirs, prepared, self._limited.paths, self._limited.runtime_api,
+                                    self._limited.sandboxed)  # fmt: skip
         except BaseException:
-            await self._close_server()
-            await self._remove_scratch()
+            await self._close()
             raise
+
+    def use(self, layout: Layout, sandbox: Sandbox) -> None:
+        """Run on `layout` in `sandbox` without `start()`: what the flows' unit tests do with fakes."""
+        self._layout, self._sandbox = layout, sandbox
 
     def _current(self) -> Generation:
         if self._gen is None:
@@ -65,8 +80,8 @@ class Environment:
 
     @property
     def runtime_api(self) -> str:
-        assert self._server is not None
-        return f"{self._server.host}:{self._server.port}"
+        assert self._layout is not None
+        return self._layout.runtime_env["AWS_LAMBDA_RUNTIME_API"]
 
     async def invoke(
         self,
@@ -121,15 +136,15 @@ class Environment:
         return await self._finish(run, events, on_outcome)
 
     async def _init(self, phase: r.Phase, budget_s: float) -> InitResult:
-        assert self._layout is not None
-        self._gen = Generation(self._layout, self._new_sandbox(self._layout), self.stream)
+        assert self._layout is not None and self._sandbox is not None
+        self._gen = Generation(self._layout, self._sandbox, self.stream)
         return await run_init(self._gen, phase, budget_s)
 
     async def _finish(
         self, run: Run, events: list[Event], on_outcome: Callable[[InvokeOutcome], None]
     ) -> InvokeOutcome:
         assert self._gen is not None
-        outcome = InvokeOutcome(run.response(), flow.report(self._gen, run), list(events))
+        outcome = InvokeOutcome(run.streamed(), flow.report(self._gen, run), list(events))
         on_outcome(outcome)  # the caller wakes while the environment freezes: the next invoke queues behind it
         if run.reset is not None:
             await self._reset(run.reset)
@@ -156,18 +171,23 @@ class Environment:
             try:
                 await self._reset(reason)
             finally:
-                await self._close_server()
-                await self._remove_scratch()
+                await self._close()
 
-    async def _close_server(self) -> None:
-        if self._server is not None:
-            await self._server.close()
-            self._server = None
-
-    async def _remove_scratch(self) -> None:
-        if self._scratch is not None:
-            await asyncio.to_thread(self._scratch.remove)
-            self._scratch = None
+    async def _close(self) -> None:
+        """The server, the sandbox (namespaces, /tmp, cgroup), then every file."""
+        try:
+            if self._server is not None:
+                await self._server.close()
+                self._server = None
+        finally:
+            try:
+                if self._limited is not None:
+                    await self._limited.close()
+                    self._limited = None
+            finally:
+                if self._scratch is not None:
+                    await asyncio.to_thread(self._scratch.remove)
+                    self._scratch = None
 
     def kill(self) -> None:
         """SIGKILL every process of the environment now (from any thread); a shutdown under way then ends as soon
@@ -181,13 +201,11 @@ class Environment:
         """What `shutdown()` would have left undone when the loop running it was stopped before its end: kill
         every process and remove the files. Synchronous and idempotent; nothing to do after a full shutdown."""
         self.kill()
+        if self._limited is not None:
+            self._limited.discard()
         if self._scratch is not None:
             self._scratch.remove()
 
 
 def _ignore(_: object) -> None:
     pass
-
-
-def _view_sandbox(layout: Layout) -> Sandbox:
-    return ViewSandbox(layout.view)

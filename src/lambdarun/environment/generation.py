@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from ..core.extensions import Extension, ExtensionRegistry, ExtensionState
 from ..core.runtime import RuntimeChannel
 from ..telemetry import lifecycle as lc
 from ..telemetry import records as r
-from ..telemetry.delivery import TelemetryHub
+from ..telemetry.delivery import HOST, Streams, TelemetryHub
 from ..telemetry.stream import EventStream
 from .layout import Layout
 
@@ -47,7 +48,8 @@ class Process(Protocol):
 
 
 class Sandbox(Protocol):
-    """Where a generation's processes run: started, frozen between invokes, measured, killed (sandbox/ has it)."""
+    """Where the environment's processes run: started, frozen between invokes, measured, killed (sandbox/ has it).
+    One per environment: each generation's processes run in it, and a reset kills them all."""
 
     async def spawn(self, name: str, argv: list[str], env: Mapping[str, str], on_line: LineSink,
                     on_frame: LineSink | None = None) -> Process: ...  # fmt: skip
@@ -58,9 +60,13 @@ class Sandbox(Protocol):
 
     def max_memory_used_mb(self) -> int: ...
 
-    async def kill_all(self) -> None: ...
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed one of its processes for memory since the last call."""
 
-    def close(self) -> None: ...
+    async def socket(self) -> socket.socket:
+        """A socket in the sandbox's network, for lambdarun to reach a listener inside (a Telemetry subscriber)."""
+
+    async def kill_all(self) -> None: ...
 
 
 class Wait(Enum):
@@ -83,7 +89,8 @@ class Generation:
         self.stream = stream
         self.channel = RuntimeChannel()
         self.extensions = ExtensionRegistry(config.name, config.version, config.handler, config.account_id)
-        self.subscriptions = TelemetryHub(stream.emit)
+        self.subscriptions = TelemetryHub(stream.emit, self._connect)
+        self._out_of_memory = False
         self.runtime: Process | None = None
         self.runtime_started: float | None = None  # when the runtime was spawned (epoch seconds)
         self._frozen = False
@@ -110,7 +117,7 @@ class Generation:
             return layout.launch_error
         for name in layout.extensions:
             ext = self.extensions.add_external(name)
-            argv = [f"{layout.view.paths.opt}/extensions/{name}"]
+            argv = [f"{layout.paths.opt}/extensions/{name}"]
             try:
                 process = await self.sandbox.spawn(
                     f"extension-{name}", argv, layout.extension_env, self._extension_line
@@ -166,6 +173,9 @@ class Generation:
     # -- what went wrong
     def failure(self) -> Failure | None:
         """The fatal error that happened, if any."""
+        self._out_of_memory = self._out_of_memory or self.sandbox.oom_killed()
+        if self._out_of_memory:  # whichever process the kernel chose, the sandbox ran out of memory
+            return Failure(e.RUNTIME_OUT_OF_MEMORY, e.runtime_exit_text("signal: killed"))
         if self.runtime is not None and self.runtime.exited.done():
             return Failure(e.RUNTIME_EXIT, e.runtime_exit_text(self.runtime.exit_description()))
         if self.extensions.fatal.done():
@@ -229,8 +239,17 @@ class Generation:
     async def kill_all(self) -> None:
         await self.sandbox.kill_all()
 
+    async def _connect(self, port: int) -> Streams:
+        """A Telemetry API subscriber's connection: to sandbox.localdomain:PORT, inside the sandbox's network."""
+        sock = await self.sandbox.socket()
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
+
     async def close(self) -> None:
-        """After the shutdown sequence: nothing of this generation reads, sends or measures any more."""
+        """After the shutdown sequence: nothing of this generation reads or sends any more."""
         self.stop_reading()
-        self.sandbox.close()
         await self.subscriptions.close()

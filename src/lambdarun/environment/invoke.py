@@ -18,6 +18,7 @@ from ..core import errors as e
 from ..core.extensions import INVOKE, Extension
 from ..core.outcomes import ResetReason, Status
 from ..core.runtime import Invocation, RuntimeReply
+from ..core.stream import ResponseStream
 from ..telemetry import lifecycle as lc
 from ..telemetry import records as r
 from ..telemetry.records import Event, Span, iso_time, ms
@@ -45,6 +46,9 @@ class InvokeResponse:
     content_type: str
     function_error: str | None  # "Unhandled" when the function or the platform failed
     error_type: str | None  # the error's type as the invoker sees it: the runtime's own, or the platform's
+    # A streamed response: its chunks as they arrive. The response given when the invoke starts has no payload;
+    # the outcome's has the whole body, and the error the stream ended with, if any.
+    stream: ResponseStream | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class Run:
         content_type = reply.content_type or "application/json"
         function_error = "Unhandled" if reply.is_error else None
         self._response = InvokeResponse(self.request.request_id, reply.payload, content_type, function_error,
-                                        reply.error_type if reply.is_error else None)  # fmt: skip
+                                        reply.error_type if reply.is_error else None, reply.stream)  # fmt: skip
 
     def fail(self, status: Status, error: e.FunctionError, reset: ResetReason, report_type: str | None = None) -> None:
         """The platform failed the invoke. The report carries `report_type` (default: the invoker's error type);
@@ -118,6 +122,22 @@ class Run:
 
     def response(self) -> InvokeResponse:
         return self._response
+
+    def streamed(self) -> InvokeResponse:
+        """The response once a stream has ended: the whole body, and the error it ended with."""
+        response, stream = self._response, self._response.stream
+        if stream is None or not stream.ended.done():
+            return response
+        end = stream.ended.result()
+        function_error = "Unhandled" if end.error_type else None
+        return InvokeResponse(response.request_id, stream.body(), response.content_type, function_error,
+                              end.error_type, stream)  # fmt: skip
+
+    def end_stream(self, error: e.FunctionError) -> None:
+        """The platform ended the invoke mid-stream: the stream ends with its error, readers are released."""
+        stream = self._response.stream
+        if stream is not None:
+            stream.end(error.error_type, error.payload)
 
 
 async def run_invoke(gen: Generation, run: Run, on_response: Callable[[InvokeResponse], None]) -> None:
@@ -180,13 +200,16 @@ def _fail(gen: Generation, run: Run) -> None:
     failure = gen.failure()
     request_id = run.request.request_id
     if failure is not None:
-        run.fail(Status.ERROR, e.FunctionError.platform(failure.error_type, failure.text, request_id),
-                 ResetReason.FAILURE)  # fmt: skip
+        error = e.FunctionError.platform(failure.error_type, failure.text, request_id)
+        run.fail(Status.ERROR, error, ResetReason.FAILURE)
+        run.end_stream(error)
         gen.drain_logs()
         gen.stream.emit(r.Fault(f"RequestId: {request_id} Error: {failure.text}\n{failure.error_type}"))
         return
     timeout_s = gen.layout.config.timeout_s
-    run.fail(Status.TIMEOUT, e.timeout_error(request_id, timeout_s), ResetReason.TIMEOUT)
+    error = e.timeout_error(request_id, timeout_s)
+    run.fail(Status.TIMEOUT, error, ResetReason.TIMEOUT)
+    run.end_stream(error)
     gen.drain_logs()
     gen.stream.emit(r.Fault(f"{iso_time(time.time())} {request_id} Task timed out after {timeout_s:.2f} seconds"))
 
@@ -210,15 +233,20 @@ def fail_init(run: Run, init: InitResult, timeout_s: float) -> None:
 
 def _runtime_done(gen: Generation, run: Run, invocation: Invocation, reply: RuntimeReply, done_at: float) -> None:
     delivered = invocation.delivered_at or run.started
+    finished = reply.last_byte_at
     spans = (Span.between("responseLatency", delivered, reply.started_at),
-             Span.between("responseDuration", reply.started_at, reply.finished_at),
-             Span.between("runtimeOverhead", reply.finished_at, done_at))  # fmt: skip
+             Span.between("responseDuration", reply.started_at, finished),
+             Span.between("runtimeOverhead", finished, done_at))  # fmt: skip
     # A runtime that reported an error still answered: platform.report stays `success` as classic RAPID reports
     # it (real REPORT lines show no Status for handler exceptions); runtimeDone carries the error.
-    status = Status.ERROR if reply.is_error else Status.SUCCESS
-    error_type = e.sanitize_error_type(reply.error_type) if reply.is_error else None
+    raw_type = reply.error_type if reply.is_error else None
+    produced = len(reply.payload)
+    if reply.stream is not None and reply.stream.ended.done():
+        raw_type, produced = reply.stream.ended.result().error_type, reply.stream.size
+    status = Status.ERROR if raw_type is not None or reply.is_error else Status.SUCCESS
+    error_type = e.sanitize_error_type(raw_type) if status is Status.ERROR else None
     run.runtime_done_at = done_at
-    _emit_runtime_done(gen, run, status, error_type, spans, produced=len(reply.payload))
+    _emit_runtime_done(gen, run, status, error_type, spans, produced=produced)
 
 
 def _emit_runtime_done(

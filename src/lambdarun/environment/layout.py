@@ -1,6 +1,6 @@
-"""Assembly: a `FunctionConfig` becomes an immutable `Layout`, everything an environment needs before any process
-starts: its files (code, merged layers, runtime, /tmp), the view its processes get, the exact argv and variables
-of the runtime and of extensions, and which extensions /opt/extensions holds.
+"""Assembly: a `FunctionConfig` becomes the environment's files (code, merged layers, runtime, /tmp) and an
+immutable `Layout`: the paths its processes see, the exact argv and variables of the runtime and of extensions, and
+which extensions /opt/extensions holds.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ..config import FunctionConfig
 from ..core.extensions import MAX_EXTENSIONS
-from ..runtimes.registry import get_runtime
+from ..runtimes.registry import Prepared, get_runtime
 from ..sandbox.scratch import Scratch, sweep
-from ..sandbox.view import HOSTS_LINE, HostDirs, View, bwrap_usable, make_view
+from ..sandbox.view import HostDirs, Paths
 from . import env_vars
 from .layers import materialize_code, merge_layers
 
@@ -24,8 +24,7 @@ from .layers import materialize_code, merge_layers
 class Layout:
     config: FunctionConfig
     instance_id: str
-    scratch: Path
-    view: View
+    paths: Paths  # /var/task and friends as the environment's processes see them
     runtime_version: str  # what INIT_START prints as Runtime Version
     runtime_argv: list[str]  # what the environment execs for the runtime, as its processes see paths
     runtime_env: dict[str, str]
@@ -52,23 +51,30 @@ def make_scratch() -> Scratch:
     return Scratch.create()
 
 
-def assemble(config: FunctionConfig, scratch: Path, runtime_api: str) -> Layout:
-    """Lay out the files under `scratch` and decide how every process starts; raises RuntimeUnavailable."""
-    spec = get_runtime(config.runtime)
-    spec.locate()  # raises RuntimeUnavailable before anything is created
-    instance_id = uuid.uuid4().hex
+def lay_out(config: FunctionConfig, scratch: Path, sandboxed: bool) -> HostDirs:
+    """The environment's files under `scratch`: code, merged layers, empty runtime and language directories, /tmp.
+    Raises RuntimeUnavailable before anything is created when this machine cannot run the runtime."""
+    get_runtime(config.runtime).locate()
     for name in ("tmp", "runtime", "lang/bin", "empty-opt"):
         (scratch / name).mkdir(parents=True)
-    hosts = scratch / "hosts"
-    hosts.write_text(HOSTS_LINE)
     code = materialize_code(config.code, scratch)
     opt = scratch / "empty-opt"
-    if config.layers:  # a view that mounts /opt read-only lets layer files be hard links
-        opt = merge_layers(config.layers, scratch, read_only=bwrap_usable() is not None)
-    dirs = HostDirs(task=code, opt=opt, runtime=scratch / "runtime", lang=scratch / "lang", tmp=scratch / "tmp",
-                    hosts=hosts)  # fmt: skip
-    view = make_view(dirs)
-    prepared = spec.prepare(dirs, view.paths, config.memory_mb)
+    if config.layers:  # a sandbox mounts /opt read-only, which lets layer files be hard links
+        opt = merge_layers(config.layers, scratch, read_only=sandboxed)
+    for directory in (code, opt, scratch / "runtime", scratch / "lang", scratch / "lang/bin"):
+        directory.chmod(0o755)  # the sandbox's user is not the one who made them (nor root)
+    return HostDirs(task=code, opt=opt, runtime=scratch / "runtime", lang=scratch / "lang", tmp=scratch / "tmp")
+
+
+def prepare_runtime(config: FunctionConfig, dirs: HostDirs, paths: Paths) -> Prepared:
+    """Fill /var/runtime and /var/lang for the runtime; returns how it starts (and what it needs mounted)."""
+    return get_runtime(config.runtime).prepare(dirs, paths, config.memory_mb)
+
+
+def assemble(config: FunctionConfig, dirs: HostDirs, prepared: Prepared, paths: Paths, runtime_api: str,
+             sandboxed: bool) -> Layout:  # fmt: skip
+    """Decide how every process starts: argv, variables, which extensions."""
+    instance_id = uuid.uuid4().hex
     platform = env_vars.Platform(
         function_name=config.name,
         function_version=config.version,
@@ -77,14 +83,14 @@ def assemble(config: FunctionConfig, scratch: Path, runtime_api: str) -> Layout:
         runtime_api=runtime_api,
         log_stream=log_stream(config, instance_id),
         handler=config.handler,
-        task_root=view.paths.task,
-        runtime_dir=view.paths.runtime,
-        lang_bin=f"{view.paths.lang}/bin",
-        opt=view.paths.opt,
+        task_root=paths.task,
+        runtime_dir=paths.runtime,
+        lang_bin=f"{paths.lang}/bin",
+        opt=paths.opt,
     )
     env = env_vars.runtime_env(platform, config.env)
-    if not view.sandboxed:
-        env["LAMBDARUN_OPT_DIR"] = view.paths.opt  # bootstrap.py's layer paths without /opt
+    if not sandboxed:
+        env["LAMBDARUN_OPT_DIR"] = paths.opt  # bootstrap.py's layer paths without /opt
     argv, runtime_env = prepared.argv, env
     if prepared.direct is not None and not env.get("AWS_LAMBDA_EXEC_WRAPPER"):
         # Lambda execs /var/runtime/bootstrap; without a wrapper that script only exports a few variables and execs
@@ -93,14 +99,14 @@ def assemble(config: FunctionConfig, scratch: Path, runtime_api: str) -> Layout:
         for name, value in prepared.exports.items():
             if name == "AWS_EXECUTION_ENV" or not runtime_env.get(name):  # the script's `${NAME:-default}`
                 runtime_env[name] = value
-    extensions, launch_error = _find_extensions(opt / "extensions")
+    extensions, launch_error = _find_extensions(dirs.opt / "extensions")
     missing = None
-    if not spec.needs_handler:
-        host_path = Path(argv[0].replace(view.paths.task, str(code), 1).replace(view.paths.opt, str(opt), 1))
+    if not get_runtime(config.runtime).needs_handler:
+        host_path = Path(argv[0].replace(paths.task, str(dirs.task), 1).replace(paths.opt, str(dirs.opt), 1))
         if not host_path.is_file():
             missing = "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
-    return Layout(config, instance_id, scratch, view, prepared.version, argv, runtime_env,
-                  env_vars.extension_env(env), extensions, launch_error, missing,
+    return Layout(config, instance_id, paths, prepared.version, argv, runtime_env, env_vars.extension_env(env),
+                  extensions, launch_error, missing,
                   config.env.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON")  # fmt: skip
 
 

@@ -100,7 +100,7 @@ async def shut_down(gen: Generation, reason: ResetReason) -> None:
         gen.stream.emit(lc.ExtensionShutdown(ext.name, ext.state.value, event is not None, read,
                                             r.Span.between("shutdown", began, exit_at), status))  # fmt: skip
     gen.stream.emit(r.ShutdownDone(reason, int(deadline * 1000), ms(ended - started),
-                                   tuple((x.name, x.state.value) for x in registered)))  # fmt: skip
+                                   tuple((x.name, x.state.value) for x in registered)), ended)  # fmt: skip
 
 
 def _stamp(times: dict[str, float], name: str) -> Callable[[object], None]:

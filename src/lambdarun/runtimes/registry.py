@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..sandbox.view import HostDirs, Paths
+from ..sandbox.view import Bind, HostDirs, Paths
 
 CACHE = Path(os.environ.get("LAMBDARUN_CACHE", Path.home() / ".cache" / "lambdarun"))
 JAVA_RIC_LIB = CACHE / "java" / "lib"  # the official Java runtime client and its dependencies (setup.sh fills it)
@@ -39,6 +39,7 @@ class Prepared:
     # environment may start that directly and save a shell's start-up on every cold start.
     direct: list[str] | None = None
     exports: dict[str, str] = field(default_factory=dict)
+    binds: tuple[Bind, ...] = ()  # what the runtime needs mounted (its image at /var/lang, /var/runtime)
 
 
 @dataclass(frozen=True)

@@ -42,24 +42,27 @@ def describe_exit(returncode: int, sandboxed: bool) -> str:
 
 @dataclass
 class Process:
+    """One process of an environment, as lambdarun watches it: its logs, its exit, its peak memory."""
+
     name: str
-    popen: subprocess.Popen[bytes]
     logs: LogPipe
-    sandboxed: bool
-    frames: FramePipe | None = None
-    max_rss_kb: int = 0  # peak resident memory of the process and everything it reaped, known once it exited
-    exited: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    frames: FramePipe | None
+    max_rss_kb: int = field(default=0, init=False)  # peak resident memory of it and all it reaped, once exited
+    exited: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future(), init=False
+    )  # the exit code as subprocess gives it: the status, or -signum
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
+        """Its process id on the host, 0 when not known."""
+        raise NotImplementedError
 
     @property
     def running(self) -> bool:
         return not self.exited.done()
 
     def exit_description(self) -> str:
-        return describe_exit(self.exited.result(), self.sandboxed)
+        return describe_exit(self.exited.result(), False)
 
     def drain_logs(self) -> None:
         self.logs.drain()
@@ -67,11 +70,30 @@ class Process:
             self.frames.drain()
 
     def signal_group(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signum)
+        """Signal its process group: it and everything it started that did not leave for a session of its own."""
+        raise NotImplementedError
 
     async def kill(self) -> None:
         await kill_all([self])
+
+
+@dataclass
+class HostProcess(Process):
+    """A process lambdarun started itself (plain mode, or one bwrap per process)."""
+
+    popen: subprocess.Popen[bytes] = field(kw_only=True)
+    sandboxed: bool = field(kw_only=True)  # started through bwrap, which reports a signal as 128+signum
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def exit_description(self) -> str:
+        return describe_exit(self.exited.result(), self.sandboxed)
+
+    def signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signum)
 
 
 async def spawn(
@@ -82,7 +104,7 @@ async def spawn(
     on_line: LineSink,
     sandboxed: bool,
     on_frame: LineSink | None = None,
-) -> Process:
+) -> HostProcess:
     """Start a process; raises OSError when it cannot be executed. With `on_frame`, the process also gets a
     `_LAMBDA_TELEMETRY_LOG_FD` to write framed log records to."""
     loop = asyncio.get_running_loop()
@@ -113,12 +135,12 @@ async def spawn(
     logs.release_write_end()
     if frames is not None:
         frames.release_write_end()
-    process = Process(name, popen, logs, sandboxed, frames)
+    process = HostProcess(name, logs, frames, popen=popen, sandboxed=sandboxed)
     _watch_exit(loop, process)
     return process
 
 
-def _watch_exit(loop: asyncio.AbstractEventLoop, process: Process) -> None:
+def _watch_exit(loop: asyncio.AbstractEventLoop, process: HostProcess) -> None:
     pidfd = os.pidfd_open(process.pid)
 
     def on_exit() -> None:
@@ -149,6 +171,11 @@ async def kill_all(processes: Sequence[Process], wait: float = 2.0) -> None:
     pending = [p.exited for p in processes if p.running]
     if pending:
         await asyncio.wait(pending, timeout=wait)
+    await close_pipes(processes)
+
+
+async def close_pipes(processes: Sequence[Process]) -> None:
+    """Read what dead processes left in their pipes, then close them."""
     for process in processes:
         for pipe in (process.logs, process.frames):
             if pipe is None:

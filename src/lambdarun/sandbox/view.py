@@ -1,31 +1,26 @@
-"""The filesystem view of an environment: where code, layers, runtime and /tmp appear to its processes.
-
-With bubblewrap every process sees Lambda's own paths (`/var/task`, `/opt`, `/var/runtime`, `/var/lang`, a private
-`/tmp`, and `/etc/hosts` naming `sandbox` and `sandbox.localdomain`). Without it, processes run plainly and the
-same variables point at the real directories; that is announced once per process (`announce_plain_once`).
-"""
+"""Where an environment's directories are: on this machine (`HostDirs`), and as its processes see them (`Paths`):
+Lambda's own paths inside a sandbox, the real directories when processes run plainly on the host."""
 
 from __future__ import annotations
 
-import functools
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from .spec import Bind
+
+__all__ = ["LAMBDA_PATHS", "Bind", "HostDirs", "Paths", "bwrap_usable"]
 
 
 @dataclass(frozen=True)
 class HostDirs:
-    """Real directories on this machine that back the environment's view."""
+    """Real directories on this machine that back the environment's /var/task, /opt, /var/runtime, /var/lang, /tmp."""
 
     task: Path
     opt: Path
     runtime: Path
     lang: Path
     tmp: Path
-    hosts: Path
 
 
 @dataclass(frozen=True)
@@ -38,120 +33,18 @@ class Paths:
     lang: str
     tmp: str
 
+    @classmethod
+    def of(cls, dirs: HostDirs) -> Paths:
+        """The real directories themselves: what processes see without a sandbox."""
+        return cls(task=str(dirs.task), opt=str(dirs.opt), runtime=str(dirs.runtime), lang=str(dirs.lang),
+                   tmp=str(dirs.tmp))  # fmt: skip
+
 
 LAMBDA_PATHS = Paths(task="/var/task", opt="/opt", runtime="/var/runtime", lang="/var/lang", tmp="/tmp")
-HOSTS_LINE = "127.0.0.1\tlocalhost sandbox sandbox.localdomain\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
-class View:
-    sandboxed: bool
-    paths: Paths
-
-    def __init__(self, dirs: HostDirs) -> None:
-        self.dirs = dirs
-
-    def command(self, argv: list[str]) -> list[str]:
-        raise NotImplementedError
-
-    @property
-    def cwd(self) -> str:
-        """Where to start processes, as a host path (bwrap changes into /var/task itself)."""
-        return str(self.dirs.task)
-
-
-class BwrapView(View):
-    sandboxed = True
-    paths = LAMBDA_PATHS
-
-    def __init__(self, dirs: HostDirs, bwrap: str) -> None:
-        super().__init__(dirs)
-        self._prefix = [bwrap, *self._mounts(), "--chdir", LAMBDA_PATHS.task, "--"]
-
-    def _mounts(self) -> list[str]:
-        d, p = self.dirs, LAMBDA_PATHS
-        args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/var"]
-        # /var is replaced so that /var/task and friends can be mounted; of the machine's own /var, what programs
-        # read comes back (each bind costs start-up time on every cold start).
-        for entry in ("lib", "run", "cache"):
-            if os.path.isdir(f"/var/{entry}"):
-                args += ["--ro-bind", f"/var/{entry}", f"/var/{entry}"]
-        args += [
-            "--ro-bind", str(d.task), p.task,
-            "--ro-bind", str(d.runtime), p.runtime,
-            "--ro-bind", str(d.lang), p.lang,
-            "--ro-bind", str(d.opt), p.opt,
-            "--bind", str(d.tmp), p.tmp,
-            "--ro-bind", str(d.hosts), "/etc/hosts",
-            "--unshare-pid", "--unshare-ipc", "--die-with-parent",
-        ]  # fmt: skip
-        return args
-
-    def command(self, argv: list[str]) -> list[str]:
-        return [*self._prefix, *argv]
-
-
-class PlainView(View):
-    sandboxed = False
-
-    def __init__(self, dirs: HostDirs) -> None:
-        super().__init__(dirs)
-        self.paths = Paths(
-            task=str(dirs.task),
-            opt=str(dirs.opt),
-            runtime=str(dirs.runtime),
-            lang=str(dirs.lang),
-            tmp=str(dirs.tmp),
-        )
-
-    def command(self, argv: list[str]) -> list[str]:
-        return list(argv)
-
-
-@functools.cache
 def bwrap_usable() -> str | None:
-    """The bwrap path when it can build a sandbox on this machine (installed and permitted), else None."""
-    if os.environ.get("LAMBDARUN_SANDBOX", "").lower() == "plain":
-        return None
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return None
-    probe = [
-        bwrap,
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--tmpfs",
-        "/var",
-        "--unshare-pid",
-        "--die-with-parent",
-        "--",
-        "true",
-    ]
-    try:
-        ok = subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return bwrap if ok else None
+    """The bwrap path when environments get a real sandbox here, else None (plain processes on the host)."""
+    from .sandbox import plain_reason
 
-
-_announced = False
-
-
-def make_view(dirs: HostDirs) -> View:
-    global _announced
-    bwrap = bwrap_usable()
-    if bwrap is not None:
-        return BwrapView(dirs, bwrap)
-    if not _announced:
-        _announced = True
-        print(
-            "lambdarun: bubblewrap (bwrap) is missing or not permitted here; processes run without a private "
-            "filesystem view, so /var/task, /opt and /tmp are real directories named by LAMBDA_TASK_ROOT and "
-            "friends, and `sandbox.localdomain` may not resolve. Install the `bubblewrap` package for the full view.",
-            file=sys.stderr,
-        )
-    return PlainView(dirs)
+    return shutil.which("bwrap") if plain_reason() is None else None

@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httptools
 
@@ -22,7 +22,16 @@ from . import records as r
 from .records import Event
 from .subscriptions import LOGS, TELEMETRY, Subscription
 
-HOST = "127.0.0.1"  # sandbox.localdomain: the environment's processes share this machine's loopback
+HOST = "127.0.0.1"  # sandbox.localdomain, as the environment's processes see it
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Connect = Callable[[int], Awaitable[Streams]]  # a connection to sandbox.localdomain:PORT, in the sandbox's network
+
+
+async def connect_here(port: int) -> Streams:
+    """Where the environment shares this machine's loopback (plain processes)."""
+    return await asyncio.open_connection(HOST, port)
+
+
 DROP_REASON = "Some logs were dropped because the downstream consumer is slower than the logs production rate"
 BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
 
@@ -35,8 +44,15 @@ class SubscriptionError(Exception):
 
 
 class Subscriber:
-    def __init__(self, name: str, subscription: Subscription, emit: Callable[[r.Record], object] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        subscription: Subscription,
+        connect: Connect = connect_here,
+        emit: Callable[[r.Record], object] | None = None,
+    ) -> None:
         self.name = name
+        self._connect = connect
         self._emit = emit  # each attempt to send a batch is told to the stream (never sent to subscribers)
         self.update(subscription)
         self._queue: deque[bytes] = deque()
@@ -169,7 +185,7 @@ class Subscriber:
         """Send one batch; the HTTP status of the answer (None for TCP)."""
         destination = self.subscription.destination
         if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(HOST, destination.port)
+            self._reader, self._writer = await self._connect(destination.port)
         assert self._reader is not None
         if destination.protocol == "TCP":
             self._writer.write(b"".join(item + b"\n" for item in batch))
@@ -236,8 +252,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 class TelemetryHub:
     """The subscribers of one generation, fed from the environment's event stream."""
 
-    def __init__(self, emit: Callable[[r.Record], Event]) -> None:
+    def __init__(self, emit: Callable[[r.Record], Event], connect: Connect = connect_here) -> None:
         self._emit = emit
+        self._connect = connect
         self._subscribers: dict[tuple[str, str], Subscriber] = {}
         self._backlog: list[Event] | None = []  # init-phase events, replayed to each subscriber until closed
         self.open = True
@@ -265,7 +282,7 @@ class TelemetryHub:
         if previous is not None:
             previous.update(subscription)  # subscribing again is idempotent (SPEC 3.1): no replay, no new event
             return
-        subscriber = Subscriber(extension, subscription, self._emit)
+        subscriber = Subscriber(extension, subscription, self._connect, self._emit)
         for event in self._backlog or []:
             subscriber.offer(event)
         self._subscribers[(extension, api)] = subscriber

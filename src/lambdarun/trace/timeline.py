@@ -76,9 +76,10 @@ def _short(request_id: str) -> str:
 def build(events: Iterable[Event]) -> Timeline:
     """The timeline of a stream: init phases, invokes, frozen periods, telemetry deliveries, shutdowns."""
     timeline = Timeline()
-    events = sorted(events, key=lambda e: e.time)
+    events = list(events)  # in the order emitted: each record follows those it completes (times may not)
     init_start: Event | None = None
     starts: dict[str, Event] = {}
+    ends: dict[str, float] = {}
     runtime_done: dict[str, r.RuntimeDone] = {}
     extension_invokes: dict[str, list[lc.ExtensionInvoke]] = {}
     frozen_at: float | None = None
@@ -101,8 +102,13 @@ def build(events: Iterable[Event]) -> Timeline:
                 runtime_done[data.request_id] = data
             case lc.ExtensionInvoke():
                 extension_invokes.setdefault(data.request_id, []).append(data)
+            case r.End():
+                ends[data.request_id] = event.time
             case r.Report() if data.request_id in starts:
+                # END's time is the invoke's end, the REPORT's duration runs up to it (a timeout's is capped).
                 start = starts.pop(data.request_id).time
+                if data.request_id in ends:
+                    start = min(start, ends.pop(data.request_id) - data.duration_ms / 1000)
                 _invoke(timeline, start, data, runtime_done.pop(data.request_id, None),
                         extension_invokes.pop(data.request_id, []))  # fmt: skip
             case lc.Freeze():
@@ -120,7 +126,7 @@ def build(events: Iterable[Event]) -> Timeline:
                 _shutdown(timeline, event.time, data, shutdown_steps, extension_shutdowns)
                 shutdown_steps, extension_shutdowns = [], []
     if frozen_at is not None and events:
-        timeline.add(PLATFORM, "frozen", "frozen", frozen_at, _ms(frozen_at, events[-1].time))
+        timeline.add(PLATFORM, "frozen", "frozen", frozen_at, _ms(frozen_at, max(e.time for e in events)))
     return timeline
 
 
@@ -199,11 +205,13 @@ def _shutdown(
     steps: list[lc.ShutdownStep],
     extensions: list[lc.ExtensionShutdown],
 ) -> None:
-    start = steps[0].span.start if steps else at - done.duration_ms / 1000  # the first step starts with it
+    # The record's time is the sequence's end; its first step starts with it (a microsecond apart at most).
+    start = min([at - done.duration_ms / 1000, *(s.span.start for s in steps[:1])])
     for n, span in enumerate(timeline.spans):  # the sequence thaws the environment as its first act
         if span.category == "frozen" and span.start < start < span.end:
             timeline.spans[n] = replace(span, duration_ms=_ms(span.start, start))
-    timeline.add(PLATFORM, f"shutdown ({done.reason})", "shutdown", start, done.duration_ms, reason=str(done.reason),
+    timeline.add(PLATFORM, f"shutdown ({done.reason})", "shutdown", start, max(done.duration_ms, _ms(start, at)),
+                 reason=str(done.reason),
                  duration_ms=done.duration_ms, extensions=dict(done.extensions))  # fmt: skip
     for step in steps:
         part = step.span
