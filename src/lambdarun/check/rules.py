@@ -15,11 +15,11 @@ from .battery import Evidence
 from .finding import Finding, Level, Verdict, events_of, msec
 from .freezes import check_frozen_work, freeze_periods, frozen_overlap
 
-POST_RUNTIME_WARN_MEDIAN_MS = 100.0
-POST_RUNTIME_WARN_WORST_MS = 500.0
+POST_RUNTIME_WARN_MEDIAN_MS = 150.0
+POST_RUNTIME_WARN_WORST_MS = 1000.0
 # A batch answered slower than this, plus 1 ms per 4 kB it holds (parsing a large batch takes its time), is slow;
 # time frozen is not counted.
-TELEMETRY_SLOW_MS = 100.0
+TELEMETRY_SLOW_MS = 300.0
 TELEMETRY_SLOW_MS_PER_KB = 0.25
 MEMORY_GROWTH_WARN_MB = 8  # Max Memory Used growing more than this across the warm invokes
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-HOLD_S = 0.05
+HOLD_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,12 @@ class Sink:
                 if length:
                     self.rfile.read(length)
                 time.sleep(hold_s)
+                answered = time.time()  # before the answer is written: the client cannot have it any earlier
+                with sink._lock:
+                    sink.requests.append(SinkRequest(self.command, self.path, length, arrived, answered))
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                with sink._lock:
-                    sink.requests.append(SinkRequest(self.command, self.path, length, arrived, time.time()))
 
             do_GET = do_POST = do_PUT = _any
 
