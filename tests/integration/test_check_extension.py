@@ -86,7 +86,7 @@ def test_an_extension_ignoring_shutdown_is_flagged_and_fails_the_check() -> None
     assert status == 1
 
 
-def test_the_table_names_each_finding_and_a_runtime_without_a_function_is_refused() -> None:
+def test_a_runtime_without_a_built_in_function_is_refused_with_exit_2() -> None:
     done = subprocess.run(current().command(["python", "-m", "lambdarun", "check-extension", str(LAYERS / "good"),
                                              "--runtime", "java17"]),
                           env=current().env(), capture_output=True, text=True, timeout=60)  # fmt: skip
