@@ -18,7 +18,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get install -y -qq "${need[@]}" >/dev/null
   fi
 fi
-python3 -m pip install -q --root-user-action=ignore -e '.[dev]'
+python3 -m pip install -q --root-user-action=ignore -e '.[dev,trace]'
 # Nothing goes into this machine's own interpreters: each runtime's client and SDK live in its image. CI proves it
 # by removing the runtime client from every Python 3.11-3.13 found here first.
 if [ "${CI:-}" = true ]; then

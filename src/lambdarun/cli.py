@@ -151,6 +151,12 @@ def _telemetry_writer(stream: TextIO) -> Callable[[Event], None]:
     type=click.File("w"),
     help="write every event of the environment's stream to FILE as JSON lines",
 )
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="write the lifecycle trace (Chrome trace event format: Perfetto, chrome://tracing) to FILE at the end",
+)
 def invoke(
     code: Path,
     runtime: str,
@@ -169,6 +175,7 @@ def invoke(
     trace_id: str | None,
     tracing: str,
     telemetry_file: TextIO | None,
+    trace_file: Path | None,
 ) -> None:
     """Invoke the function in CODE (a directory or zip) and print each response on one line."""
     payloads = _events(event, event_file)
@@ -186,6 +193,7 @@ def invoke(
             tracing=tracing,
             ephemeral_storage=ephemeral_storage,
             network=network,
+            trace=trace_file,
         )
         function.start()
     except (ConfigError, RuntimeUnavailable, OSError, ValueError) as exc:
@@ -218,6 +226,56 @@ def invoke(
         interrupts.closing(function)
         function.close()
     sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("trace_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--svg", "svg", type=click.Path(dir_okay=False, path_type=Path), help="draw the timeline into OUT.svg")
+def trace(trace_file: Path, svg: Path | None) -> None:
+    """Summarise a lifecycle trace written by `invoke --trace`, or draw it (--svg, needs lambdarun[trace])."""
+    from .trace import chrome, draw, timeline
+
+    try:
+        loaded = chrome.load(trace_file)
+    except chrome.TraceFormatError as exc:
+        raise click.UsageError(str(exc)) from None
+    if svg is None:
+        origin = loaded.origin
+        for track in timeline.track_order(loaded.tracks):
+            for span in sorted(loaded.on(track), key=lambda s: s.start):
+                click.echo(
+                    f"{track:<24} +{(span.start - origin) * 1000:10.3f} ms {span.duration_ms:10.3f} ms  {span.name}"
+                )
+        return
+    try:
+        draw.draw_svg(loaded, svg, title=trace_file.name)
+    except draw.DrawingUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"wrote {svg}")
+
+
+@main.command("check-extension")
+@click.argument("layer", type=click.Path(exists=True, path_type=Path))
+@click.option("--runtime", default="python3.11", show_default=True, help="the built-in function's runtime")
+@click.option(
+    "--env",
+    "env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="an environment variable; `{sink}` in VALUE is the check's endpoint (also $LAMBDARUN_CHECK_SINK)",
+)
+@click.option("--json", "as_json", is_flag=True, help="the findings as JSON, for CI")
+def check_extension(layer: Path, runtime: str, env: tuple[str, ...], as_json: bool) -> None:
+    """Run a standard battery against the extensions of LAYER and report findings; exit 1 on any error."""
+    from .check import battery, finding, report, rules
+
+    try:
+        evidence = battery.run_battery(layer, runtime, _parse_env(env))
+    except (ConfigError, RuntimeUnavailable, battery.UnsupportedRuntime, OSError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    verdict = rules.judge(evidence)
+    click.echo(report.as_json(evidence, verdict) if as_json else report.as_table(evidence, verdict))
+    sys.exit(1 if verdict.worst is finding.Level.ERROR else 0)
 
 
 @main.group(invoke_without_command=True)

@@ -18,6 +18,7 @@ from .core.outcomes import ResetReason, Status
 from .environment.environment import Environment
 from .environment.invoke import InvokeOutcome, InvokeRequest, InvokeResponse
 from .loop import LoopThread
+from .telemetry import lifecycle as lc
 from .telemetry import records as r
 from .telemetry.records import Event
 from .telemetry.text import text_line
@@ -128,7 +129,9 @@ class Function:
         tracing: str = "PassThrough",
         ephemeral_storage: int = 512,
         network: str = "default",
+        trace: str | Path | None = None,
     ) -> None:
+        """`trace`: a file to write the lifecycle trace to (Chrome trace event format) when the function closes."""
         self.config = FunctionConfig(
             code=Path(code),
             runtime=runtime,
@@ -148,6 +151,9 @@ class Function:
         self._pending: list[tuple[concurrent.futures.Future[Any], concurrent.futures.Future[Any]]] = []
         self._kill_requested = False
         self._wake: threading.Event | None = None  # set when the close() under way should stop waiting
+        self._trace = Path(trace) if trace is not None else None
+        self._traced: list[Event] = []  # every event since start, when a trace is asked for
+        self._closing: list[Event] = []  # the events of the shutdown under way in close()
 
     def __enter__(self) -> Function:
         self.start()
@@ -161,6 +167,8 @@ class Function:
             return
         self._loop = LoopThread()
         self._env = Environment(self.config)
+        if self._trace is not None:
+            self._env.stream.subscribe(self._traced.append)
         try:
             self._loop.run(self._env.start())
         except BaseException:  # Ctrl-C too: the loop stops with start() unfinished, discard() removes its files
@@ -227,6 +235,8 @@ class Function:
         if self._env is None or self._loop is None:
             return
         env, loop = self._env, self._loop
+        self._closing = []
+        env.stream.subscribe(self._closing.append)
         for task, outcome in self._pending:
             if not outcome.done():
                 task.cancel()  # an invoke still running is abandoned; one that ended may still be resetting
@@ -248,6 +258,21 @@ class Function:
             env.discard()  # nothing left to do after a whole shutdown; after a cut-short one, whatever is left
             self._loop = self._env = self._wake = None
             self._kill_requested = False
+            if self._trace is not None:
+                self.write_trace(self._trace)
+
+    def shutdown(self) -> dict[str, lc.ExtensionShutdown]:
+        """Close the function (the shutdown sequence, as `close()`) and return how each extension's SHUTDOWN went,
+        by name: its final state (`Exited`, `ShutdownFailed`, …), whether it read the event, its exit status, and
+        how long it took (`.span.duration_ms`)."""
+        self.close()
+        return {e.data.name: e.data for e in self._closing if isinstance(e.data, lc.ExtensionShutdown)}
+
+    def write_trace(self, path: str | Path) -> None:
+        """Write the lifecycle trace of the events so far (needs `trace=` at construction to have recorded them)."""
+        from .trace import chrome, timeline  # only users of traces pay for the import
+
+        chrome.write(path, timeline.build(self._traced), self.config.name)
 
     def kill(self) -> None:
         """Stop without the shutdown sequence: every process is killed at once and the files are removed by the

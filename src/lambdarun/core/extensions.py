@@ -56,6 +56,10 @@ class Extension:
     waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
     # Resolved with the time of the `/event/next` that finds the queue empty after work: "back in next".
     settled: asyncio.Future[float] | None = None
+    # When it registered, first asked for an event, and was last handed one (epoch seconds; for tools only).
+    registered_at: float | None = None
+    ready_at: float | None = None
+    handed_at: float | None = None
     ready: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     registered: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -75,6 +79,7 @@ class Extension:
             if waiter.done():
                 continue
             self.busy = self.queue.popleft()
+            self.handed_at = time.time()
             self.state = ExtensionState.RUNNING
             waiter.set_result(self.busy)
 
@@ -173,6 +178,7 @@ class ExtensionRegistry:
             ext = Extension(name=name, external=False)  # an internal extension is born Registered
             self._by_name[name] = ext
         ext.id = str(uuid.uuid4())
+        ext.registered_at = time.time()
         ext.events = tuple(dict.fromkeys(events))
         self._by_id[ext.id] = ext
         if not ext.registered.done():
@@ -201,6 +207,7 @@ class ExtensionRegistry:
         """An `/event/next` arrived: the event to return now, or None when the caller must park. `previous_lost`:
         the poll that carried the last event was abandoned with the event unread, so it is sent again."""
         if ext.state is ExtensionState.REGISTERED and not ext.ready.done():
+            ext.ready_at = time.time()
             ext.ready.set_result(None)
         ext._move(_NEXT_ALLOWED, ExtensionState.READY)
         if ext.busy is not None and previous_lost:
@@ -208,6 +215,7 @@ class ExtensionRegistry:
         ext.busy = None
         if ext.queue:
             ext.busy = ext.queue.popleft()
+            ext.handed_at = time.time()
             ext.state = ExtensionState.RUNNING
             return ext.busy
         if ext.settled is not None and not ext.settled.done():

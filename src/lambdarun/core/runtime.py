@@ -103,6 +103,7 @@ class RuntimeChannel:
     )
     reply: asyncio.Future[RuntimeReply] | None = None
     done: asyncio.Future[float] | None = None  # the `/next` after the reply: "runtime done", with its time
+    ready_at: float | None = None  # the first `/next` (epoch seconds)
     _pending: Invocation | None = None  # assigned but not yet handed to a `/next`
     _waiters: list[asyncio.Future[Invocation]] = field(default_factory=list)
 
@@ -113,6 +114,7 @@ class RuntimeChannel:
             case RuntimeState.STARTED:
                 self.state = RuntimeState.READY
                 if not self.ready.done():
+                    self.ready_at = time.time()
                     self.ready.set_result(None)
             case RuntimeState.RESPONSE_SENT:
                 self.state = RuntimeState.READY

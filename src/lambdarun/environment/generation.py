@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from ..core import errors as e
 from ..core.extensions import Extension, ExtensionRegistry, ExtensionState
 from ..core.runtime import RuntimeChannel
+from ..telemetry import lifecycle as lc
 from ..telemetry import records as r
 from ..telemetry.delivery import HOST, Streams, TelemetryHub
 from ..telemetry.stream import EventStream
@@ -91,6 +92,8 @@ class Generation:
         self.subscriptions = TelemetryHub(stream.emit, self._connect)
         self._out_of_memory = False
         self.runtime: Process | None = None
+        self.runtime_started: float | None = None  # when the runtime was spawned (epoch seconds)
+        self._frozen = False
         self._extension_processes: dict[str, Process] = {}
         self._broken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.extensions.fatal.add_done_callback(self._break)
@@ -130,6 +133,7 @@ class Generation:
         layout = self.layout
         if layout.missing_bootstrap is not None:
             return layout.missing_bootstrap
+        self.runtime_started = time.time()
         try:
             process = await self.sandbox.spawn("runtime", layout.runtime_argv, layout.runtime_env,
                                                self._function_line, on_frame=self._function_line)  # fmt: skip
@@ -149,9 +153,15 @@ class Generation:
 
     def freeze(self) -> None:
         self.sandbox.freeze()
+        if not self._frozen:
+            self._frozen = True
+            self.stream.emit(lc.Freeze())
 
     def thaw(self) -> None:
         self.sandbox.thaw()
+        if self._frozen:
+            self._frozen = False
+            self.stream.emit(lc.Thaw())
 
     def max_memory_used_mb(self) -> int:
         return self.sandbox.max_memory_used_mb()

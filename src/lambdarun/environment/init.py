@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ..core import errors as e
 from ..core.outcomes import Status
 from ..core.runtime import InitErrorReport
+from ..telemetry import lifecycle as lc
 from ..telemetry import records as r
 from ..telemetry.records import ms
 from .generation import Generation, Wait
@@ -43,6 +44,9 @@ async def run_init(gen: Generation, phase: r.Phase, budget_s: float) -> InitResu
     stream.emit(r.InitRuntimeDone(phase, result.status, result.error_type))
     for ext in gen.extensions.all:
         stream.emit(r.ExtensionInfo(ext.name, gen.extension_state(ext), ext.events))
+    stream.emit(lc.InitTimings(phase, gen.runtime_started, gen.channel.ready_at,
+                              tuple(lc.ExtensionInitTimes(x.name, x.external, x.registered_at, x.ready_at)
+                                    for x in gen.extensions.all)))  # fmt: skip
     stream.emit(r.InitReport(phase, result.status, result.duration_ms, result.error_type))
     return result
 

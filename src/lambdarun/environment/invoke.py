@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import errors as e
-from ..core.extensions import INVOKE
+from ..core.extensions import INVOKE, Extension
 from ..core.outcomes import ResetReason, Status
 from ..core.runtime import Invocation, RuntimeReply
 from ..core.stream import ResponseStream
+from ..telemetry import lifecycle as lc
 from ..telemetry import records as r
 from ..telemetry.records import Event, Span, iso_time, ms
 from .generation import Generation, Wait
@@ -156,9 +157,10 @@ async def run_invoke(gen: Generation, run: Run, on_response: Callable[[InvokeRes
                              "invokedFunctionArn": config.arn,
                              "tracing": {"type": "X-Amzn-Trace-Id", "value": run.trace_id}}  # fmt: skip
     subscribers = [x for x in gen.extensions.registered if x.subscribed(INVOKE)]
+    pushed = [(ext, dict(event)) for ext in subscribers]
     channel.assign(invocation)
-    for ext in subscribers:
-        ext.push(dict(event))
+    for ext, copy in pushed:
+        ext.push(copy)
     assert channel.reply is not None and channel.done is not None
     if await gen.wait([channel.reply], run.deadline) is Wait.DONE:
         reply = channel.reply.result()
@@ -170,6 +172,7 @@ async def run_invoke(gen: Generation, run: Run, on_response: Callable[[InvokeRes
             if await gen.wait(settles, run.deadline) is Wait.DONE:
                 last = max([f.result() for f in settles], default=run.runtime_done_at or time.time())
                 run.extensions_done_at = max(last, run.runtime_done_at or last)
+                _emit_extension_invokes(gen, run, pushed)
                 return
     answered = run.answered
     _fail(gen, run)
@@ -177,6 +180,19 @@ async def run_invoke(gen: Generation, run: Run, on_response: Callable[[InvokeRes
         on_response(run.response())
     if run.runtime_done_at is None:
         _emit_runtime_done(gen, run, run.status, run.error_type)
+    _emit_extension_invokes(gen, run, pushed)
+
+
+def _emit_extension_invokes(gen: Generation, run: Run, pushed: list[tuple[Extension, dict[str, Any]]]) -> None:
+    """Each INVOKE subscriber's part, from the times the REPORT's extensionOverhead is computed from."""
+    for ext, event in pushed:
+        read = not any(queued is event for queued in ext.queue)
+        settled = ext.settled.result() if ext.settled is not None and ext.settled.done() and read else None
+        post = None
+        if settled is not None and run.runtime_done_at is not None:
+            post = Span.between("postRuntime", run.runtime_done_at, settled)
+        gen.stream.emit(lc.ExtensionInvoke(run.request.request_id, ext.name, ext.handed_at if read else None,
+                                          settled, post))  # fmt: skip
 
 
 def _fail(gen: Generation, run: Run) -> None:

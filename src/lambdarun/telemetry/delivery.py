@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import httptools
 
+from . import lifecycle
 from . import records as r
 from .records import Event
 from .subscriptions import LOGS, TELEMETRY, Subscription
@@ -43,9 +44,16 @@ class SubscriptionError(Exception):
 
 
 class Subscriber:
-    def __init__(self, name: str, subscription: Subscription, connect: Connect = connect_here) -> None:
+    def __init__(
+        self,
+        name: str,
+        subscription: Subscription,
+        connect: Connect = connect_here,
+        emit: Callable[[r.Record], object] | None = None,
+    ) -> None:
         self.name = name
         self._connect = connect
+        self._emit = emit  # each attempt to send a batch is told to the stream (never sent to subscribers)
         self.update(subscription)
         self._queue: deque[bytes] = deque()
         self._enqueued = 0  # events queued so far
@@ -153,15 +161,28 @@ class Subscriber:
     async def _send_until_done(self, batch: list[bytes]) -> None:
         attempt = 0
         while True:
+            started = time.time()
             try:
-                await self._send(batch)
+                status = await self._send(batch)
+                self._delivered(batch, started, status, None, attempt)
                 return
-            except (OSError, ConnectionError, _BadStatus, asyncio.IncompleteReadError):
+            except (OSError, ConnectionError, _BadStatus, asyncio.IncompleteReadError) as exc:
+                status = exc.status if isinstance(exc, _BadStatus) else None
+                self._delivered(batch, started, status, _describe(exc), attempt)
                 self._disconnect()
                 await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
                 attempt += 1
 
-    async def _send(self, batch: list[bytes]) -> None:
+    def _delivered(self, batch: list[bytes], started: float, status: int | None, error: str | None,
+                   attempt: int) -> None:  # fmt: skip
+        if self._emit is not None:
+            subscription = self.subscription
+            self._emit(lifecycle.TelemetryDelivery(self.name, subscription.api, subscription.destination.protocol,
+                                           r.Span.between("delivery", started, time.time()), tuple(batch), status,
+                                           error, attempt))  # fmt: skip
+
+    async def _send(self, batch: list[bytes]) -> int | None:
+        """Send one batch; the HTTP status of the answer (None for TCP)."""
         destination = self.subscription.destination
         if self._writer is None:
             self._reader, self._writer = await self._connect(destination.port)
@@ -169,7 +190,7 @@ class Subscriber:
         if destination.protocol == "TCP":
             self._writer.write(b"".join(item + b"\n" for item in batch))
             await self._writer.drain()
-            return
+            return None
         body = b"[" + b",".join(batch) + b"]"
         head = (f"POST {destination.path} HTTP/1.1\r\nHost: sandbox.localdomain:{destination.port}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
@@ -180,6 +201,7 @@ class Subscriber:
             self._disconnect()
         if not 200 <= status < 300:
             raise _BadStatus(status)
+        return status
 
     def _disconnect(self) -> None:
         if self._writer is not None:
@@ -188,7 +210,17 @@ class Subscriber:
 
 
 class _BadStatus(Exception):
-    pass
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _BadStatus):
+        return f"answered HTTP {exc.status}"
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "the connection closed before the answer"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 class _Response:
@@ -250,7 +282,7 @@ class TelemetryHub:
         if previous is not None:
             previous.update(subscription)  # subscribing again is idempotent (SPEC 3.1): no replay, no new event
             return
-        subscriber = Subscriber(extension, subscription, self._connect)
+        subscriber = Subscriber(extension, subscription, self._connect, self._emit)
         for event in self._backlog or []:
             subscriber.offer(event)
         self._subscribers[(extension, api)] = subscriber

@@ -4,7 +4,7 @@ One frozen dataclass per record kind. Each figure is computed once, by the flow 
 text log, Telemetry and Logs API subscribers, `InvokeResult`, `--telemetry FILE`) read fields. `wire()` is the
 Telemetry API form of the record (2022-12-13 and later), key order included; an `Event` adds the envelope (`time`,
 `type`, `record`). A few types exist only for the text log (`platform.end` and `platform.fault` come from the Logs
-API) or for lambdarun itself (`lambdarun.shutdown`); subscriptions decide what each API carries.
+API) or for lambdarun itself (`lambdarun.shutdown`, and lifecycle.py's); subscriptions decide what each API carries.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ TELEMETRY_SUBSCRIPTION = "platform.telemetrySubscription"
 LOGS_SUBSCRIPTION = "platform.logsSubscription"
 LOGS_DROPPED = "platform.logsDropped"
 FAULT = "platform.fault"
-# Ours: the end of a shutdown sequence, for tests and tools; never sent to Telemetry API subscribers.
+# Ours: the end of a shutdown sequence, for tests and tools; never sent to Telemetry API subscribers (lifecycle.py
+# has the others).
 SHUTDOWN = "lambdarun.shutdown"
 FUNCTION = "function"
 EXTENSION_LOG = "extension"
