@@ -106,10 +106,13 @@ class Collector:
                         answer = self._answer_wait(message)
                         conn.sendall((json.dumps(answer) + "\n").encode())
                         continue
+                    acked = message.pop("ack", False)
                     message["events"] = _events_of(message)
                     with self._cond:
                         self.messages.append(message)
                         self._cond.notify_all()
+                    if acked:
+                        conn.sendall(b"+\n")
         finally:
             conn.close()
             with self._cond:

@@ -12,9 +12,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from . import pins
+
+if TYPE_CHECKING:
+    import tarfile
 
 TIMEOUT = 30  # seconds without a byte before a download is given up
 
@@ -120,4 +123,30 @@ def _unpack(archive: Path, dest: Path, strip: str) -> None:
 
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter=without_prefix)
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter=without_prefix)
+            return
+        # Python before 3.11.4 (Debian 12's 3.11.2) has no extraction filters: the same checks, by hand.
+        root = dest.resolve()
+        for member in tar.getmembers():
+            if not member.name.startswith(strip) or member.name == strip.rstrip("/"):
+                continue
+            member.name = member.name[len(strip) :]
+            _check_member(member, root)
+            tar.extract(member, dest, set_attrs=not member.issym())
+
+
+def _check_member(member: tarfile.TarInfo, root: Path) -> None:
+    """What the `data` filter refuses: names or links leading out of `root`, devices, set-id bits."""
+    import tarfile
+
+    target = (root / member.name).resolve()
+    if member.name.startswith("/") or not target.is_relative_to(root):
+        raise tarfile.TarError(f"{member.name}: outside the destination")
+    if member.issym() or member.islnk():
+        base = target.parent if member.issym() else root
+        if member.linkname.startswith("/") or not (base / member.linkname).resolve().is_relative_to(root):
+            raise tarfile.TarError(f"{member.name}: a link out of the destination ({member.linkname})")
+    elif not (member.isfile() or member.isdir()):
+        raise tarfile.TarError(f"{member.name}: not a regular file, directory or link")
+    member.mode &= 0o755
