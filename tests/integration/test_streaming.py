@@ -90,6 +90,19 @@ def test_a_curl_bootstrap_streams_with_chunked_encoding(tmp_path: Path) -> None:
     assert result.payload == b"part one,part two" and result.function_error is None
 
 
+def test_a_streamed_body_over_6_mb_sent_with_expect_continue_arrives_whole(tmp_path: Path) -> None:
+    """curl sends `Expect: 100-continue` with a large body; a streamed response is not held to the 6 MB limit."""
+    bootstrap = tmp_path / "bootstrap"
+    bootstrap.write_text(CURL_BOOTSTRAP.replace(
+        "{ printf 'part one,'; sleep 0.05; printf 'part two'; }", "head -c 8388608 /dev/zero | tr '\\0' x"
+    ).replace("-H 'Transfer-Encoding: chunked' ", ""))  # fmt: skip
+    bootstrap.chmod(0o755)
+    with Function(code=tmp_path, runtime="provided.al2023", timeout=30) as fn:
+        result = fn.invoke({})
+    assert result.function_error is None
+    assert len(result.payload) == 8 * 1024 * 1024 and set(result.payload) == {ord("x")}
+
+
 def test_cli_stream_writes_the_bytes_as_they_arrive() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "lambdarun", "invoke", str(STREAMING), "--runtime", "nodejs20.x",

@@ -58,8 +58,13 @@ class BodyStream:
     """A request body handed to its handler as it arrives (a streamed response, SPEC 1.7): `chunks()` yields it
     piece by piece; then `complete` and `trailers` are set, or `aborted` when the connection went first."""
 
-    def __init__(self) -> None:
+    HIGH_WATER = 1024 * 1024  # bytes queued for the handler past which the connection stops reading
+
+    def __init__(self, pause: Callable[[], None] = lambda: None, resume: Callable[[], None] = lambda: None) -> None:
         self._pending: deque[bytes] = deque()
+        self._queued = 0
+        self._paused = False
+        self._pause, self._resume = pause, resume
         self._more = asyncio.Event()
         self.complete = False
         self.aborted = False
@@ -67,6 +72,10 @@ class BodyStream:
 
     def _feed(self, chunk: bytes) -> None:
         self._pending.append(chunk)
+        self._queued += len(chunk)
+        if self._queued > self.HIGH_WATER and not self._paused:
+            self._paused = True  # a handler that reads slower than its client sends holds at most about this much
+            self._pause()
         self._more.set()
 
     def _end(self, trailers: Headers) -> None:
@@ -80,15 +89,20 @@ class BodyStream:
     async def chunks(self) -> AsyncIterator[bytes]:
         while True:
             while self._pending:
-                yield self._pending.popleft()
+                chunk = self._pending.popleft()
+                self._queued -= len(chunk)
+                if self._paused and self._queued <= self.HIGH_WATER // 2:
+                    self._paused = False
+                    self._resume()
+                yield chunk
             if self.complete or self.aborted:
                 return
             self._more.clear()
             await self._more.wait()
 
 
-# Which requests have their body streamed to the handler rather than buffered: given the method and headers.
-StreamsBody = Callable[[str, "Headers"], bool]
+# Which requests have their body streamed to the handler rather than buffered: given method, path and headers.
+StreamsBody = Callable[[str, str, "Headers"], bool]
 
 
 @dataclass(slots=True)
@@ -314,8 +328,11 @@ class Connection(asyncio.Protocol):
         self._in_trailers = True
         length = self._headers.get("content-length")
         declared = int(length) if length and length.isdigit() else 0
+        streamed = self._streams is not None and self._streams(
+            self._parser.get_method().decode(), _path(self._url), self._headers
+        )
         if self._headers.get("expect", "").lower() == "100-continue":
-            if declared > self._max_body:
+            if declared > self._max_body and not streamed:  # a streamed body is bounded by its handler
                 # Refuse before the body is sent; the client may send it anyway, so the connection closes.
                 self._oversized, self._body_size, self._close_after = True, declared, True
                 self._dispatch()
@@ -324,8 +341,8 @@ class Connection(asyncio.Protocol):
                 self._write(_CONTINUE)
             else:
                 self._continue_owed = True  # written by _run_queue once the earlier responses are out
-        if self._streams is not None and self._streams(self._parser.get_method().decode(), self._headers):
-            self._stream = BodyStream()
+        if streamed:
+            self._stream = BodyStream(self._pause_reading, self._resume_reading)
             self._dispatch(self._stream)
 
     def on_chunk_header(self) -> None:
@@ -371,6 +388,14 @@ class Connection(asyncio.Protocol):
         self._dispatch()
 
     # -- request execution
+    def _pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
     def _dispatch(self, stream: BodyStream | None = None) -> None:
         url = httptools.parse_url(self._url)
         request = Request(
@@ -573,6 +598,14 @@ class Server:
             connection._close()
         await self._server.wait_closed()
         self._server = None
+
+
+def _path(url: bytes) -> str:
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        return ""
+    return parsed.path.decode("latin-1") if parsed.path else "/"
 
 
 class _Refused(asyncio.Protocol):

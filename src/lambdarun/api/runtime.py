@@ -20,9 +20,15 @@ RESPONSE_MODE_HEADER = "lambda-runtime-function-response-mode"
 STREAMING = "streaming"  # the only response mode there is, case-sensitive as RAPID checks it (SPEC 1.7)
 
 
-def streams_body(method: str, headers: dict[str, str]) -> bool:
-    """Whether the server hands this request's body to its handler as it arrives: a streamed response."""
-    return method == "POST" and headers.get(RESPONSE_MODE_HEADER) == STREAMING
+def streams_body(method: str, path: str, headers: dict[str, str]) -> bool:
+    """Whether the server hands this request's body to its handler as it arrives: a streamed response, and only on
+    `/response` (anywhere else the body is buffered and bounded like any other)."""
+    return (
+        method == "POST"
+        and headers.get(RESPONSE_MODE_HEADER) == STREAMING
+        and path.startswith(f"{RuntimeAPI.PREFIX}/runtime/invocation/")
+        and path.endswith("/response")
+    )
 
 
 class RuntimeAPI:

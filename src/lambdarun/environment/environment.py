@@ -8,6 +8,7 @@ died while idle resets before the next invoke). `start`, `invoke` and `shutdown`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Callable
@@ -190,8 +191,9 @@ class Environment:
                     self._scratch = None
 
     def kill(self) -> None:
-        """SIGKILL every process of the environment now (from any thread); a shutdown under way then ends as soon
-        as it sees them gone, without waiting out its budget."""
+        """SIGKILL every process of the environment now; a shutdown under way then ends as soon as it sees them gone,
+        without waiting out its budget. Call it on the environment's loop (`loop.call_soon_threadsafe`), or once
+        that loop has stopped."""
         gen = self._gen
         for process in gen.processes if gen is not None else []:
             process.signal_group(signal.SIGKILL)
@@ -200,11 +202,12 @@ class Environment:
     def discard(self) -> None:
         """What `shutdown()` would have left undone when the loop running it was stopped before its end: kill
         every process and remove the files. Synchronous and idempotent; nothing to do after a full shutdown."""
-        self.kill()
-        if self._limited is not None:
-            self._limited.discard()
-        if self._scratch is not None:
-            self._scratch.remove()
+        # Each step on its own: one that fails (its loop already closed) must not keep the files from going.
+        for step in (self.kill, self._limited.discard if self._limited else None, self._scratch.remove if
+                     self._scratch else None):  # fmt: skip
+            if step is not None:
+                with contextlib.suppress(Exception):
+                    step()
 
 
 def _ignore(_: object) -> None:

@@ -130,7 +130,7 @@ class InitChannel:
             os.close(event.fd)
 
     def _close(self) -> None:
-        if self.closed.done():
+        if self.closed.done() or self._loop.is_closed():  # after its loop stopped, the sandbox is gone anyway
             return
         self._loop.remove_reader(self._sock.fileno())
         self.closed.set_result(None)
