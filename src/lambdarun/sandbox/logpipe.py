@@ -91,9 +91,19 @@ class FramePipe(LogPipe):
     """The runtime's `_LAMBDA_TELEMETRY_LOG_FD`: records framed as type (4 bytes, 0xA55A…), length (4), timestamp in
     microseconds (8), message (SPEC 3.5), so a multi-line record or stack trace stays one record."""
 
+    _skip = 0  # bytes still to drop of a record longer than MAX_LINE
+
     def _split(self, data: bytes) -> None:
         offset = 0
-        while len(data) - offset >= FRAME_HEADER:
+        while True:
+            if self._skip:
+                dropped = min(self._skip, len(data) - offset)
+                self._skip -= dropped
+                offset += dropped
+                if self._skip:
+                    break
+            if len(data) - offset < FRAME_HEADER:
+                break
             frame_type = int.from_bytes(data[offset : offset + 4], "big")
             length = int.from_bytes(data[offset + 4 : offset + 8], "big")
             if frame_type >> 16 != _FRAME_MAGIC:
@@ -101,11 +111,15 @@ class FramePipe(LogPipe):
                 self._on_line(data[offset:].decode("utf-8", "replace"), time.time())
                 offset = len(data)
                 break
-            end = offset + FRAME_HEADER + length
+            # A record longer than MAX_LINE is cut there and the rest dropped, so that what lambdarun holds of a
+            # frame stays bounded whatever length the process claims.
+            kept = min(length, MAX_LINE)
+            end = offset + FRAME_HEADER + kept
             if end > len(data):
                 break
             micros = int.from_bytes(data[offset + 8 : offset + 16], "big")
             self._on_line(data[offset + FRAME_HEADER : end].decode("utf-8", "replace"), micros / 1_000_000)
+            self._skip = length - kept
             offset = end
         self._partial = data[offset:]
 
