@@ -106,7 +106,13 @@ class PendingInvoke:
             return
         arrived: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._loop.call_soon_threadsafe(response.stream.read, arrived.put)
-        while (chunk := arrived.get(timeout=timeout)) is not None:
+        while True:
+            try:
+                chunk = arrived.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"no chunk within {timeout} s") from None
+            if chunk is None:
+                return
             yield chunk
 
     def result(self, timeout: float | None = None) -> InvokeResult:

@@ -120,3 +120,14 @@ def test_an_unknown_response_mode_is_still_refused(tmp_path: Path) -> None:
     with Function(code=tmp_path, runtime="provided.al2023") as fn:
         result = fn.invoke({})
     assert result.error_type == "Runtime.InvalidResponseModeHeader"
+
+
+def test_closing_the_function_mid_stream_releases_its_readers() -> None:
+    fn = node("index.slow", timeout=30)
+    try:
+        pending = fn.start_invoke({"pauseMs": 20000})
+        chunks = pending.chunks(timeout=30)
+        assert next(chunks) == b"first"
+    finally:
+        fn.close()  # the invoke is abandoned in its pause
+    assert list(chunks) == []  # the reader ends instead of waiting for the rest

@@ -17,7 +17,9 @@ from ..api.app import serve
 from ..api.http import Server
 from ..config import FunctionConfig
 from ..core.current import NoGeneration
+from ..core.errors import FunctionError
 from ..core.outcomes import ResetReason, Status
+from ..core.stream import TRUNCATED
 from ..sandbox.limited import LimitedSandbox
 from ..sandbox.limited import sweep as limited_sweep
 from ..sandbox.limits import Limits
@@ -133,7 +135,11 @@ class Environment:
                 on_response(run.response())
                 return await self._finish(run, events, on_outcome)
         assert self._gen is not None
-        await flow.run_invoke(self._gen, run, on_response)
+        try:
+            await flow.run_invoke(self._gen, run, on_response)
+        except asyncio.CancelledError:  # abandoned (the function closed): a stream's readers are released
+            run.end_stream(FunctionError.platform(TRUNCATED, "the invoke was abandoned", request.request_id))
+            raise
         return await self._finish(run, events, on_outcome)
 
     async def _init(self, phase: r.Phase, budget_s: float) -> InitResult:
