@@ -42,12 +42,12 @@ class LambdaFunction(Function):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.events: list[Event] = []
-        self._recording = False
+        self._recorded: object = None  # the environment whose stream `events` follows
 
     def start(self) -> None:
         super().start()
-        if not self._recording and self._env is not None:
-            self._recording = True
+        if self._env is not None and self._recorded is not self._env:  # a new one after a close: follow it too
+            self._recorded = self._env
             self._env.stream.subscribe(self.events.append)
 
     @property
