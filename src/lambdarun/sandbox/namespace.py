@@ -192,6 +192,9 @@ class NamespaceSandbox(Sandbox):
     def thaw(self) -> None:
         self._signal_all(signal.SIGCONT)
 
+    def _terminate_all(self) -> None:
+        self._signal_all(signal.SIGTERM)
+
     def _signal_all(self, signum: int) -> None:
         with contextlib.suppress(OSError):  # init gone: so is every process
             self._channel.send(control.REQ_SIGNAL_ALL, 0, signum)
@@ -215,12 +218,7 @@ class NamespaceSandbox(Sandbox):
         if self._closed:
             return
         self._closed = True
-        self.thaw()
-        running = [p.exited for p in self._processes if p.running]
-        if grace > 0 and running:
-            self._signal_all(signal.SIGTERM)
-            await asyncio.wait(running, timeout=grace)
-        await self.kill_all()
+        await self._end_processes(grace)
         self._channel.close()  # init exits; the kernel kills anything left in its namespace
         await self._wait_gone()
         if self._pasta is not None:

@@ -7,7 +7,6 @@ directories, freezing reaches process groups only, and nothing is hidden or limi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -84,6 +83,10 @@ class PlainSandbox(Sandbox):
         await kill_all(processes)
         self._memory.close()
 
+    def _terminate_all(self) -> None:
+        for process in self._processes:
+            process.signal_group(signal.SIGTERM)
+
     async def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> socket.socket:
         sock = socket.socket(family, type)
         sock.setblocking(False)
@@ -93,11 +96,5 @@ class PlainSandbox(Sandbox):
         if self._closed:
             return
         self._closed = True
-        self.thaw()
-        running = [p.exited for p in self._processes if p.running]
-        if grace > 0 and running:
-            for process in self._processes:
-                process.signal_group(signal.SIGTERM)
-            await asyncio.wait(running, timeout=grace)
-        await self.kill_all()
+        await self._end_processes(grace)
         self.listener.close()

@@ -14,6 +14,7 @@ does not enforce.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from abc import ABC, abstractmethod
@@ -83,6 +84,19 @@ class Sandbox(ABC):
     async def close(self, grace: float = 0.0) -> None:
         """SIGTERM every process, wait up to `grace` seconds for them to exit, SIGKILL what is left; then nothing
         of the sandbox remains. Idempotent."""
+
+    async def _end_processes(self, grace: float) -> None:
+        """The first part of `close`: thawed, SIGTERM and up to `grace` seconds to exit, then every process killed."""
+        self.thaw()
+        running = [p.exited for p in self._processes if p.running]
+        if grace > 0 and running:
+            self._terminate_all()
+            await asyncio.wait(running, timeout=grace)
+        await self.kill_all()
+
+    @abstractmethod
+    def _terminate_all(self) -> None:
+        """SIGTERM to every process of the sandbox."""
 
     def max_memory_used_mb(self) -> int:
         """The peak resident memory of the processes started since the last kill_all."""
