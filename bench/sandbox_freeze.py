@@ -127,8 +127,7 @@ async def _today(work: Path) -> Way:
     async def start(count: int) -> Echoes:
         await echoes.start()
         for _ in range(count):
-            processes.append(await spawn("echo", [PYTHON, "-I", "-c", ECHO, str(echoes.path)], {}, str(work), _ignore,
-                                         False))  # fmt: skip
+            processes.append(await spawn("echo", [PYTHON, "-I", "-c", ECHO, str(echoes.path)], {}, str(work), _ignore))
         await echoes.wait_for(count)
         return echoes
 

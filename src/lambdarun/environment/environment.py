@@ -81,11 +81,6 @@ class Environment:
             raise NoGeneration
         return self._gen
 
-    @property
-    def runtime_api(self) -> str:
-        assert self._layout is not None
-        return self._layout.runtime_env["AWS_LAMBDA_RUNTIME_API"]
-
     async def invoke(
         self,
         request: InvokeRequest,

@@ -61,7 +61,7 @@ class PlainSandbox(Sandbox):
 
     async def spawn(self, name: str, argv: list[str], env: Mapping[str, str], on_line: LineSink,
                     on_frame: LineSink | None = None) -> Process:  # fmt: skip
-        process = await spawn(name, argv, env, str(self.spec.task), on_line, False, on_frame=on_frame)
+        process = await spawn(name, argv, env, str(self.spec.task), on_line, on_frame=on_frame)
         for fd in self._cgroup_procs:
             # Popen cannot join a cgroup before exec; what the process forks before this line stays outside.
             with contextlib.suppress(OSError):

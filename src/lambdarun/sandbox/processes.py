@@ -17,16 +17,11 @@ from dataclasses import dataclass, field
 from .logpipe import FramePipe, LineSink, LogPipe
 
 
-def describe_exit(returncode: int, sandboxed: bool) -> str:
+def describe_exit(returncode: int) -> str:
     """Go's wording of a process exit, as Lambda prints it: `exit status 1`, `signal: killed`."""
-    if returncode < 0:
-        signum = -returncode
-    elif sandboxed and returncode > 128:
-        # bwrap reports a child killed by a signal as 128+signum; a real exit status above 128 reads the same
-        # way, which is the price of the sandbox.
-        signum = returncode - 128
-    else:
+    if returncode >= 0:
         return f"exit status {returncode}"
+    signum = -returncode
     names = {
         signal.SIGKILL: "killed",
         signal.SIGTERM: "terminated",
@@ -62,7 +57,7 @@ class Process:
         return not self.exited.done()
 
     def exit_description(self) -> str:
-        return describe_exit(self.exited.result(), False)
+        return describe_exit(self.exited.result())
 
     def drain_logs(self) -> None:
         self.logs.drain()
@@ -79,17 +74,13 @@ class Process:
 
 @dataclass
 class HostProcess(Process):
-    """A process lambdarun started itself (plain mode, or one bwrap per process)."""
+    """A process lambdarun started itself (plain mode)."""
 
     popen: subprocess.Popen[bytes] = field(kw_only=True)
-    sandboxed: bool = field(kw_only=True)  # started through bwrap, which reports a signal as 128+signum
 
     @property
     def pid(self) -> int:
         return self.popen.pid
-
-    def exit_description(self) -> str:
-        return describe_exit(self.exited.result(), self.sandboxed)
 
     def signal_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -102,7 +93,6 @@ async def spawn(
     env: Mapping[str, str],
     cwd: str,
     on_line: LineSink,
-    sandboxed: bool,
     on_frame: LineSink | None = None,
 ) -> HostProcess:
     """Start a process; raises OSError when it cannot be executed. With `on_frame`, the process also gets a
@@ -135,7 +125,7 @@ async def spawn(
     logs.release_write_end()
     if frames is not None:
         frames.release_write_end()
-    process = HostProcess(name, logs, frames, popen=popen, sandboxed=sandboxed)
+    process = HostProcess(name, logs, frames, popen=popen)
     _watch_exit(loop, process)
     return process
 
