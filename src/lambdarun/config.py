@@ -9,6 +9,7 @@ from pathlib import Path
 from .environment.env_vars import validate_customer_env
 from .environment.layers import MAX_LAYERS, check_package
 from .runtimes.registry import get_runtime
+from .sandbox.limits import Limits
 
 
 class ConfigError(ValueError):
@@ -58,14 +59,12 @@ class FunctionConfig:
             raise ConfigError("the handler must be 1 to 128 characters")
         if not _NAME.match(self.name):
             raise ConfigError(f"function name {self.name!r} must be 1-64 letters, digits, hyphens or underscores")
-        if not 128 <= self.memory_mb <= 10240:
-            raise ConfigError(f"memory {self.memory_mb} MB is outside Lambda's range 128-10240 MB")
+        try:
+            Limits(self.memory_mb, self.ephemeral_storage_mb)  # memory and /tmp sizes: Lambda's ranges, checked there
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if not 1 <= self.timeout_s <= 900:
             raise ConfigError(f"timeout {self.timeout_s} s is outside Lambda's range 1-900 s")
-        if not 512 <= self.ephemeral_storage_mb <= 10240:
-            raise ConfigError(
-                f"ephemeral storage {self.ephemeral_storage_mb} MB is outside Lambda's range 512-10240 MB"
-            )
         if self.network not in NETWORKS:
             raise ConfigError(f"network {self.network!r} is not one of {', '.join(NETWORKS)}")
         if self.tracing not in TRACING_MODES:
